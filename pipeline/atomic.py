@@ -1,0 +1,63 @@
+"""Crash-safe output: write under ``<name>.tmp`` and ``os.replace`` at the end.
+
+A killed stage therefore never leaves a half-written file under the real name (DVC would hash
+it), and resumable stages keep their progress inside the tmp file and continue from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def tmp_path_for(final: str | Path) -> Path:
+    """The temporary name used while ``final`` is being written (same directory => same fs)."""
+    final = Path(final)
+    return final.with_name(final.name + ".tmp")
+
+
+@contextmanager
+def atomic_output(final: str | Path, *, keep_tmp_on_error: bool = False) -> Iterator[Path]:
+    """Yield a tmp path; on success move it onto ``final`` atomically.
+
+    ``keep_tmp_on_error`` leaves the partial tmp file in place for resumable writers; otherwise
+    a failed write removes it so that nothing stale is picked up later.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    try:
+        yield tmp
+    except BaseException:
+        if not keep_tmp_on_error and tmp.exists():
+            if tmp.is_dir():
+                import shutil
+
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        raise
+    os.replace(tmp, final)
+
+
+def write_bytes_atomic(final: str | Path, data: bytes) -> None:
+    """Write a small file atomically."""
+    with atomic_output(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(final: str | Path, text: str) -> None:
+    """Write a small UTF-8 text file atomically."""
+    write_bytes_atomic(final, text.encode("utf-8"))
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (used for checkpoint and artifact provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Click commands, one module per pipeline stage, gathered in the ``teachclip`` group."""

@@ -1,0 +1,19 @@
+"""Entry point of the ``teachclip`` console script: imports every stage so its commands register.
+
+Each stage module attaches its commands to a group from :mod:`stages.groups` on import.
+"""
+
+from __future__ import annotations
+
+from stages.groups import main
+
+# Stage modules register themselves on import (keep this list sorted).
+STAGE_MODULES: list[str] = []
+
+for _name in STAGE_MODULES:
+    __import__(f"stages.{_name}")
+
+__all__ = ["main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
