@@ -1,0 +1,1 @@
+"""Training machinery shared by teacher and student training: batches, schedule, loop, resume."""

@@ -1,0 +1,272 @@
+"""The training loop shared by teacher and student training.
+
+It owns what both need and what is easy to get subtly wrong: AdamW steps under autocast, gradient
+clipping, the warm-up/cosine schedule, DDP wrapping, per-epoch atomic checkpoints holding model,
+optimiser, scheduler, grad-scaler, RNG states and step (so a resumed run continues *exactly*),
+TSV training curves that ``dvc plots`` renders, validation each epoch and the best checkpoint.
+The model-specific part is a ``step_fn(model, batch) -> dict`` returning the loss parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.atomic import atomic_output
+from pipeline.distributed import DistInfo, barrier
+
+STATE_FILE = "state.pt"
+TRAIN_LOG = "train_log.tsv"
+VAL_LOG = "val_log.tsv"
+
+
+@dataclass
+class LoopConfig:
+    """Loop settings; everything else (lr, batch) lives with the caller's optimiser/batches."""
+
+    epochs: int
+    seed: int = 42
+    grad_clip: float = 1.0
+    amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    log_every: int = 10
+    select_metric: str = "R1"
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # run identity for safe resume
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: per-epoch validation metrics and the best epoch."""
+
+    best_epoch: int
+    best_metrics: dict[str, float]
+    val_history: list[dict[str, float]]
+    steps: int
+    resumed_from_epoch: int
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
+    """Stable hash of the run's identity (params, inputs); resume refuses a different one."""
+    blob = json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def autocast_context(device: torch.device, amp: str):
+    """Autocast for the requested precision (no-op for ``none``)."""
+    if amp == "none":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _truncate_tsv(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
+    """Drop log rows written after the checkpoint we resume from (so logs match a clean run)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return
+    header = lines[0].split("\t")
+    kept = [lines[0]] + [
+        line for line in lines[1:] if keep(dict(zip(header, line.split("\t"), strict=False)))
+    ]
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+
+
+def _append_tsv(path: Path, row: Mapping[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as handle:
+        if new:
+            handle.write("\t".join(row.keys()) + "\n")
+        handle.write("\t".join(_fmt(v) for v in row.values()) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def run_training(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step_fn: Callable[[nn.Module, Any], Mapping[str, torch.Tensor]],
+    batches_for_epoch: Callable[[int], Iterable[Any]],
+    steps_per_epoch: int,
+    config: LoopConfig,
+    work_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    save_best: Callable[[Path], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    batch_size_of: Callable[[Any], int] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train for ``config.epochs`` epochs, resuming from ``work_dir/state.pt`` when present.
+
+    ``step_fn`` receives the (possibly DDP-wrapped) model and a batch and returns a dict with at
+    least ``total`` (a scalar tensor); other scalar entries are logged. ``evaluate`` runs on the
+    main rank after every epoch and returns metrics; the epoch with the highest
+    ``config.select_metric`` is kept via ``save_best(path)``. Only rank 0 writes files.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_path = work_dir / STATE_FILE
+    run_hash = fingerprint_hash(config.fingerprint)
+    start_epoch, step = 0, 0
+    best_metric, best_epoch = -float("inf"), -1
+    best_metrics: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != run_hash:
+            raise RuntimeError(
+                f"{state_path}: a resumable run with different settings or inputs exists; "
+                "delete the work directory to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        start_epoch, step = state["epoch"], state["step"]
+        best_metric, best_epoch = state["best_metric"], state["best_epoch"]
+        best_metrics, history = state["best_metrics"], state["history"]
+        if dist_info.is_main:
+            _truncate_tsv(work_dir / TRAIN_LOG, lambda row: int(row["step"]) <= step)
+            _truncate_tsv(work_dir / VAL_LOG, lambda row: int(row["epoch"]) < start_epoch)
+    else:
+        seed_everything(config.seed + dist_info.rank)
+        if dist_info.is_main:
+            for name in (TRAIN_LOG, VAL_LOG):
+                (work_dir / name).unlink(missing_ok=True)
+    resumed_from = start_epoch
+
+    step_model: nn.Module = model
+    if dist_info.enabled:
+        ddp_kwargs: dict[str, Any] = {}
+        if device.type == "cuda":
+            ddp_kwargs["device_ids"] = [device.index]
+        step_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        wait_time, compute_time, clips = 0.0, 0.0, 0
+        running: dict[str, float] = {}
+        n_running = 0
+        tick = time.perf_counter()
+        for batch in batches_for_epoch(epoch):
+            got_batch = time.perf_counter()
+            wait_time += got_batch - tick
+            with autocast_context(device, config.amp):
+                parts = step_fn(step_model, batch)
+            loss = parts["total"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if after_step is not None:
+                after_step()
+            step += 1
+            for key, value in parts.items():
+                running[key] = running.get(key, 0.0) + float(value.detach())
+            n_running += 1
+            n_clips = batch_size_of(batch) if batch_size_of else 0
+            clips += n_clips
+            tick = time.perf_counter()
+            compute_time += tick - got_batch
+            if dist_info.is_main and (step % config.log_every == 0):
+                row: dict[str, Any] = {"step": step, "epoch": epoch,
+                                       "lr": optimizer.param_groups[0]["lr"]}
+                row.update({k: v / n_running for k, v in running.items()})
+                row["clips_per_s"] = clips * dist_info.world_size / max(
+                    wait_time + compute_time, 1e-9)
+                row["data_wait_fraction"] = wait_time / max(wait_time + compute_time, 1e-9)
+                _append_tsv(work_dir / TRAIN_LOG, row)
+                running, n_running = {}, 0
+            if on_progress is not None:
+                on_progress(1)
+
+        metrics: dict[str, float] = {}
+        if evaluate is not None and dist_info.is_main:
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate(model, epoch)
+            history.append({"epoch": epoch, **metrics})
+            _append_tsv(work_dir / VAL_LOG, {"epoch": epoch, **metrics})
+            score = metrics.get(config.select_metric, -float("inf"))
+            if score > best_metric:
+                best_metric, best_epoch, best_metrics = score, epoch, dict(metrics)
+                if save_best is not None:
+                    save_best(work_dir / "best.pt")
+        elif evaluate is None and dist_info.is_main and save_best is not None:
+            best_epoch = epoch
+            save_best(work_dir / "best.pt")
+        if dist_info.is_main:
+            with atomic_output(state_path) as tmp:
+                torch.save({
+                    "fingerprint": run_hash,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "best_metric": best_metric,
+                    "best_epoch": best_epoch,
+                    "best_metrics": best_metrics,
+                    "history": history,
+                    "config": asdict(config),
+                }, tmp)
+        barrier()
+
+    return TrainResult(best_epoch, best_metrics, history, step, resumed_from)
