@@ -1,0 +1,63 @@
+"""CLIP BPE tokenizer: known OpenAI ids, truncation/padding rules, HF interop of saved files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.models.tokenizer import ClipTokenizer
+
+
+@pytest.fixture(scope="module")
+def tok() -> ClipTokenizer:
+    return ClipTokenizer.default()
+
+
+def test_vocab_and_specials(tok: ClipTokenizer) -> None:
+    assert tok.vocab_size == 49408
+    assert (tok.sot_id, tok.eot_id) == (49406, 49407)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a photo of a cat", [49406, 320, 1125, 539, 320, 2368, 49407]),
+        ("hello world", [49406, 3306, 1002, 49407]),
+        ("  Hello\tWORLD  ", [49406, 3306, 1002, 49407]),  # lower-case + whitespace cleanup
+    ],
+)
+def test_known_ids(tok: ClipTokenizer, text: str, expected: list[int]) -> None:
+    ids, mask = tok.encode([text], max_words=12)
+    assert ids[0, : len(expected)].tolist() == expected
+    assert ids[0, len(expected) :].eq(0).all()
+    assert mask[0].tolist() == [1] * len(expected) + [0] * (12 - len(expected))
+    assert ids.dtype == torch.int64 and mask.dtype == torch.int64
+
+
+def test_truncation_keeps_eot_last(tok: ClipTokenizer) -> None:
+    ids, mask = tok.encode(["a photo of a cat", "hello world"], max_words=4)
+    assert ids.tolist() == [[49406, 320, 1125, 49407], [49406, 3306, 1002, 49407]]
+    assert mask.sum().item() == 8
+    assert ids.argmax(-1).tolist() == [3, 3]  # sentence position = EOT
+
+
+def test_empty_text_and_bad_length(tok: ClipTokenizer) -> None:
+    ids, mask = tok.encode([""], max_words=3)
+    assert ids.tolist() == [[49406, 49407, 0]] and mask.tolist() == [[1, 1, 0]]
+    with pytest.raises(ValueError):
+        tok.encode(["x"], max_words=1)
+
+
+def test_saved_files_roundtrip_and_match_transformers(tok: ClipTokenizer, tmp_path: Path) -> None:
+    """Our vocab.json/merges.txt are read back identically, and HF's CLIPTokenizer agrees."""
+    tok.save_dir(tmp_path)
+    again = ClipTokenizer.from_dir(tmp_path)
+    texts = ["a man is playing a guitar on stage", "two dogs run, jump & play!", "zebra's 3 cars"]
+    assert torch.equal(again.encode(texts, 16)[0], tok.encode(texts, 16)[0])
+    from transformers import CLIPTokenizer
+
+    hf = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    for text in texts:
+        assert hf(text)["input_ids"] == [49406, *tok.tokenize(text), 49407]
