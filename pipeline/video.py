@@ -1,0 +1,211 @@
+"""Video decoding with ffmpeg-python and the imageio-ffmpeg binary (there is no ffprobe).
+
+Why this module exists: every stage that touches pixels goes through these two functions, so the
+unmaintained ``ffmpeg-python`` dependency stays swappable (PyAV, plain subprocess) in one place.
+ffmpeg-python only *builds* the command line here (``.compile``); we run it with ``subprocess`` so
+that each video gets a timeout (ffmpeg-python 0.2.0 ``run`` has none) and stderr is always
+captured (the notes' pitfall: an uncaptured stderr turns every error into ``None``).
+
+Resizing and cropping happen inside the ffmpeg filter graph (short side → ``size`` with bicubic,
+then centre crop), so only the final small frames cross the pipe. ffmpeg's bicubic is not PIL's
+antialiased bicubic: pixels differ slightly from CLIP4Clip's loader, which is harmless as long as
+teacher and student read the same cached frames.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import imageio_ffmpeg
+import numpy as np
+
+from pipeline.errors import TeachclipError
+
+STDERR_TAIL_CHARS = 800
+
+
+class DecodeError(TeachclipError):
+    """A video could not be probed or decoded; carries the tail of ffmpeg's stderr.
+
+    Why the tail: the frames stage lists every failed video with a reason in ``frames.h5``, and the
+    last lines of ffmpeg's log are what a user needs ("moov atom not found", "Invalid data ...").
+    """
+
+    def __init__(self, path: str | Path, reason: str, stderr: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.stderr_tail = _tail(stderr)
+        detail = f": {self.stderr_tail}" if self.stderr_tail else ""
+        super().__init__(f"{self.path}: {reason}{detail}")
+
+
+def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    tail = " | ".join(lines[-4:])
+    return tail[-limit:]
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary (imageio-ffmpeg's bundled one unless IMAGEIO_FFMPEG_EXE is set)."""
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_version() -> str:
+    """Version string of that binary: recorded as provenance in frames.h5."""
+    return str(imageio_ffmpeg.get_ffmpeg_version())
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``ffmpeg -i`` reports about the first video stream (any field may be unknown)."""
+
+    duration: float | None
+    fps: Fraction | None
+    width: int | None
+    height: int | None
+
+
+_DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO_LINE_RE = re.compile(r"Stream #\S+.*?: Video: (.*)")
+_FPS_RE = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+_SIZE_RE = re.compile(r"[ ,](\d{1,5})x(\d{1,5})[ ,\[]")
+
+
+def _parse_fps(text: str) -> Fraction | None:
+    match = _FPS_RE.search(text)
+    if match is None:
+        return None
+    value = Fraction(match.group(1))
+    if match.group(2) == "k":
+        value *= 1000
+    return value if value > 0 else None
+
+
+def parse_probe(stderr: str) -> VideoInfo:
+    """Parse the banner ``ffmpeg -i FILE`` prints: duration, fps, size of the first video stream.
+
+    ffmpeg prints the frame rate rounded to ~4 significant digits ("29.97 fps"); that is enough
+    for the official 1 fps stride ``k = int(fps)``.
+    """
+    duration = None
+    match = _DURATION_RE.search(stderr)
+    if match is not None:
+        h, m, s = match.groups()
+        duration = int(h) * 3600 + int(m) * 60 + float(s)
+    fps = width = height = None
+    line = _VIDEO_LINE_RE.search(stderr)
+    if line is not None:
+        text = line.group(1)
+        fps = _parse_fps(text)
+        size = _SIZE_RE.search(text + " ")
+        if size is not None:
+            width, height = int(size.group(1)), int(size.group(2))
+    return VideoInfo(duration=duration, fps=fps, width=width, height=height)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DecodeError(path, "file not found")
+    if not path.is_file():
+        raise DecodeError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+def probe(path: str | Path, *, timeout: float = 60.0) -> VideoInfo:
+    """Probe a video without ffprobe by parsing ``ffmpeg -i`` stderr (its non-zero exit is normal).
+
+    Raises DecodeError if the file is missing/empty or ffmpeg finds no video stream.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DecodeError(path, f"probe timed out after {timeout:g} s") from exc
+    stderr = proc.stderr.decode("utf-8", "replace")
+    if _VIDEO_LINE_RE.search(stderr) is None:
+        raise DecodeError(path, "no video stream found", stderr)
+    return parse_probe(stderr)
+
+
+def decode_frames(
+    path: str | Path,
+    *,
+    size: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    every_nth: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    threads: int = 1,
+    timeout: float = 300.0,
+) -> np.ndarray:
+    """Decode a video (or the clip ``[start, end)`` seconds) into uint8 RGB frames [n, H, W, 3].
+
+    ``size``: resize the short side to ``size`` (bicubic) and centre-crop ``size × size``, inside
+    the filter graph. ``size=None`` keeps the native resolution (``width``/``height`` are then
+    taken from a probe unless given). ``every_nth=k`` keeps decoded frames 0, k, 2k, … of the clip
+    via ``framestep`` + ``-fps_mode passthrough``, so dropped frames are never converted or scaled
+    (the official 1 fps policy). ``start``/``end`` go before ``-i`` (keyframe seek, then exact).
+    """
+    path = Path(path)
+    _check_file(path)
+    input_opts: dict[str, object] = {}
+    if start is not None and start > 0:
+        input_opts["ss"] = f"{start:.6f}"
+    if end is not None:
+        begin = start if start is not None and start > 0 else 0.0
+        if end <= begin:
+            raise DecodeError(path, f"empty clip: end {end} <= start {begin}")
+        input_opts["t"] = f"{end - begin:.6f}"
+    stream = ffmpeg.input(str(path), **input_opts).video
+    output_opts: dict[str, object] = {}
+    if every_nth is not None and every_nth > 1:
+        # framestep keeps frames 0, k, 2k, … == select='not(mod(n\,k))' (ffmpeg-python would
+        # double the backslash that select's comma needs inside a filter graph).
+        stream = stream.filter("framestep", step=int(every_nth))
+        output_opts["fps_mode"] = "passthrough"
+    if size is not None:
+        stream = stream.filter(
+            "scale", size, size, force_original_aspect_ratio="increase", flags="bicubic"
+        ).filter("crop", size, size)
+        out_w = out_h = size
+    else:
+        if width is None or height is None:
+            info = probe(path, timeout=timeout)
+            if info.width is None or info.height is None:
+                raise DecodeError(path, "could not determine frame size")
+            width, height = info.width, info.height
+        out_w, out_h = width, height
+    argv = (
+        stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads, **output_opts)
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+        .compile(cmd=ffmpeg_exe())
+    )
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise DecodeError(path, f"decode timed out after {timeout:g} s") from exc
+    stderr = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise DecodeError(path, f"ffmpeg exited with status {proc.returncode}", stderr)
+    frame_bytes = out_w * out_h * 3
+    data = proc.stdout
+    if len(data) % frame_bytes:
+        raise DecodeError(path, f"truncated output: {len(data)} bytes is not a whole frame count",
+                          stderr)
+    if not data:
+        raise DecodeError(path, "no frames decoded", stderr)
+    return np.frombuffer(data, np.uint8).reshape(-1, out_h, out_w, 3)
