@@ -44,7 +44,9 @@ class InputError(TeachclipError):
 class MismatchError(TeachclipError):
     """Two artifacts disagree (e.g. a teacher cache built for other frames): names both values."""
 
-    def __init__(self, what: str, expected: object, found: object, *, file: str | Path | None = None):
+    def __init__(
+        self, what: str, expected: object, found: object, *, file: str | Path | None = None
+    ) -> None:
         self.what, self.expected, self.found = what, expected, found
         self.file = str(file) if file is not None else None
         prefix = f"{self.file}: " if self.file else ""

@@ -124,7 +124,7 @@ def _store(writer: FramesWriter, result: tuple[int, SampledVideo | None, str]) -
     if sampled is None:
         writer.fail(row, reason)
     else:
-        writer.write(row, sampled.frames, sampled.mask, sampled.n_decoded)
+        writer.write(row, sampled.frames, sampled.mask, sampled.n_decoded, sampled.timestamps)
 
 
 def build_frames(

@@ -112,6 +112,8 @@ class FramesWriter:
         )
         handle.create_dataset("mask", shape=(n, max_frames), dtype=bool)
         handle.create_dataset("n_decoded", shape=(n,), dtype=np.int32)
+        handle.create_dataset("timestamps", shape=(n, max_frames), dtype=np.float32,
+                              fillvalue=np.nan)
         handle.create_dataset("row_sha256", shape=(n, 32), dtype=np.uint8)
         handle.create_dataset("done", shape=(n,), dtype=bool)
         handle.create_dataset("failed", shape=(n,), dtype=bool)
@@ -146,11 +148,18 @@ class FramesWriter:
         """Rows still to decode: never written, or failed before (failures are retried)."""
         return [int(i) for i in np.flatnonzero(~self._f["done"][:])]
 
-    def write(self, row: int, frames: np.ndarray, mask: np.ndarray, n_decoded: int) -> None:
-        """Store one successful video at its manifest row and mark it done (flushed)."""
+    def write(self, row: int, frames: np.ndarray, mask: np.ndarray, n_decoded: int,
+              timestamps: np.ndarray | None = None) -> None:
+        """Store one successful video at its manifest row and mark it done (flushed).
+
+        ``timestamps`` (seconds of each sampled frame from the clip start, NaN for padding) let
+        later stages relate frames to annotated segments.
+        """
         self._f["frames"][row] = frames
         self._f["mask"][row] = mask
         self._f["n_decoded"][row] = n_decoded
+        if timestamps is not None:
+            self._f["timestamps"][row] = timestamps
         self._f["row_sha256"][row] = np.frombuffer(row_digest(frames, mask), np.uint8)
         self._f["failed"][row] = False
         self._f["fail_reason"][row] = ""
@@ -216,6 +225,7 @@ class FramesWriter:
                 out.id.write_direct_chunk((new_row, *_CHUNK_ORIGIN), chunk, filter_mask)
             dst.create_dataset("mask", data=src["mask"][:][keep])
             dst.create_dataset("n_decoded", data=src["n_decoded"][:][keep])
+            dst.create_dataset("timestamps", data=src["timestamps"][:][keep])
             dst.create_dataset("failed_ids", data=np.array([i for i, _ in failures], dtype=object),
                                dtype=h5py.string_dtype())
             dst.create_dataset("failed_reasons",
@@ -296,6 +306,15 @@ class FramesReader:
         frames = handle["frames"][unique]
         mask = handle["mask"][unique]
         return frames[inverse], mask[inverse]
+
+    def timestamps(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Seconds of each sampled frame from the clip start [n, F] (NaN for padding)."""
+        handle = self._handle()
+        if rows is None:
+            return handle["timestamps"][:]
+        index = np.asarray(rows, dtype=np.int64).reshape(-1)
+        unique, inverse = np.unique(index, return_inverse=True)
+        return handle["timestamps"][unique][inverse]
 
     def load_all(self) -> FramesReader:
         """Keep every frame in RAM (small datasets): later reads never touch the file."""

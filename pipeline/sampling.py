@@ -29,6 +29,7 @@ class SampledVideo:
     frames: np.ndarray  # uint8 [F, H, W, 3], padded rows are 0
     mask: np.ndarray  # bool [F]
     n_decoded: int  # frames actually decoded (before linspace/padding)
+    timestamps: np.ndarray | None = None  # float32 [F]: seconds from the clip start, NaN = pad
 
 
 def official_stride(fps: Fraction | float) -> int:
@@ -95,8 +96,22 @@ def sample_video(
         decoded = decode_frames(path, size=size, start=start, end=end, every_nth=stride,
                                 timeout=timeout)
         keep = select_evenly(len(decoded), max_frames)
+        seconds = keep * stride / float(info.fps)
     else:
         decoded = decode_frames(path, size=size, start=start, end=end, timeout=timeout)
         keep = uniform_frame_indices(len(decoded), max_frames)
+        fps = _fps_or_none(path, timeout)
+        seconds = keep / fps if fps else np.full(len(keep), np.nan)
     frames, mask = pad_frames(decoded[keep], max_frames)
-    return SampledVideo(frames=frames, mask=mask, n_decoded=len(decoded))
+    timestamps = np.full(max_frames, np.nan, dtype=np.float32)
+    timestamps[: len(keep)] = seconds[:max_frames]
+    return SampledVideo(frames=frames, mask=mask, n_decoded=len(decoded), timestamps=timestamps)
+
+
+def _fps_or_none(path: str | Path, timeout: float) -> float | None:
+    """The source frame rate for timestamps of the uniform policy (None if unknown)."""
+    try:
+        info = probe(path, timeout=timeout)
+    except DecodeError:
+        return None
+    return float(info.fps) if info.fps else None

@@ -87,9 +87,13 @@ class GlobalBatchDataset(Dataset):
             sim, rel_logits, rel_mask = source.cache.batch(
                 source.rows[global_idx], source.cols[global_idx]
             )
+            # The cache stores pre-softmax scores; R = softmax(scores / T) (DESIGN attrs).
+            attrs = getattr(source.cache, "attrs", {})
+            temperature = float(attrs.get("relevance_temperature", 1.0))
+            rel_logits = np.asarray(rel_logits, dtype=np.float32) / np.float32(temperature)
             batch["teachers"].append({
                 "logits": torch.from_numpy(np.asarray(sim, dtype=np.float32)),
-                "relevance_logits": torch.from_numpy(np.asarray(rel_logits, dtype=np.float32)),
+                "relevance_logits": torch.from_numpy(rel_logits),
                 "relevance_mask": torch.from_numpy(np.asarray(rel_mask, dtype=bool)),
             })
         return batch

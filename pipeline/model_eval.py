@@ -1,0 +1,140 @@
+"""Evaluate any saved model (student, baseline or teacher) on one split of a manifest.
+
+Why one entry point: the results table compares teachers with students, so every model kind must
+be measured by the same code (``pipeline.evaluation``) on the same frames; only the adapter that
+turns a model into "encode texts, encode videos, score" differs, chosen from the checkpoint's
+``kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.atomic import sha256_file
+from pipeline.errors import InputError, MismatchError
+from pipeline.evaluation import build_eval_set, evaluate_retrieval
+from pipeline.manifest import Manifest
+from pipeline.models.checkpoint import load_model
+from pipeline.models.student import Student
+from pipeline.models.tokenizer import ClipTokenizer
+from pipeline.training.loop import autocast_context
+
+MODEL_FILE = "model.pt"
+TEACHER_ROLE, BASELINE_ROLE, STUDENT_ROLE = "teacher", "baseline", "student"
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready for retrieval: the model, its adapter and what it was trained with."""
+
+    path: Path
+    model: torch.nn.Module
+    kind: str  # "student" or a teacher kind
+    role: str  # teacher | baseline | student (a student trained without caches is the baseline)
+    retriever: Any  # pipeline.evaluation.Retriever
+    max_words: int
+    max_frames: int | None  # frames the model was built for (None: any F works)
+    image_size: int
+    sha256: str
+    extra: dict[str, Any]
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model directory (``<dir>/model.pt``) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise InputError("model checkpoint not found", file=path)
+    return path
+
+
+def load_retrieval_model(path: str | Path, device: torch.device) -> LoadedModel:
+    """Load a checkpoint and wrap it in the right retrieval adapter for its kind."""
+    from pipeline.student_training import StudentRetriever
+    from pipeline.teacher_training import TeacherRetriever
+
+    file = resolve_model_path(path)
+    model, extra = load_model(file, map_location="cpu")
+    model = model.to(device).eval()
+    if isinstance(model, Student):
+        train_config = extra.get("train_config", {})
+        max_words = int(train_config.get("max_words", 32))
+        retriever: Any = StudentRetriever(model)
+        role = str(extra.get("role") or (STUDENT_ROLE if extra.get("teachers") else
+                                         BASELINE_ROLE if "teachers" in extra else STUDENT_ROLE))
+        max_frames = None
+    else:
+        max_words = int(model.max_words)
+        retriever = TeacherRetriever(model)
+        role = TEACHER_ROLE
+        max_frames = int(model.max_frames)
+    return LoadedModel(
+        path=file, model=model, kind=str(model.kind), role=role, retriever=retriever,
+        max_words=max_words, max_frames=max_frames, image_size=int(model.clip.image_size),
+        sha256=sha256_file(file), extra=extra,
+    )
+
+
+def default_name(loaded: LoadedModel) -> str:
+    """The run name recorded at training, else the model's folder (``x/model.pt``) or stem."""
+    if loaded.extra.get("name"):
+        return str(loaded.extra["name"])
+    if loaded.path.name == MODEL_FILE:
+        return loaded.path.parent.name
+    return loaded.path.stem
+
+
+def check_frames_fit(loaded: LoadedModel, frames: Any) -> None:
+    """Refuse frames the model cannot take (resolution, or F for F-specific teachers)."""
+    if frames.height != loaded.image_size or frames.width != loaded.image_size:
+        raise MismatchError("frame resolution (model image size vs frames.h5)",
+                            loaded.image_size, f"{frames.height}x{frames.width}",
+                            file=getattr(frames, "path", None))
+    if loaded.max_frames is not None and frames.max_frames != loaded.max_frames:
+        raise MismatchError(f"max_frames (F) of {loaded.kind} teacher vs frames.h5",
+                            loaded.max_frames, frames.max_frames,
+                            file=getattr(frames, "path", None))
+
+
+def evaluate_model(
+    loaded: LoadedModel,
+    frames: Any,
+    manifest: Manifest,
+    split: str,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    amp: str = "none",
+    name: str | None = None,
+) -> dict[str, Any]:
+    """SPEC §7 metrics of ``loaded`` on ``split``, plus what identifies the measurement.
+
+    Every test video is embedded once and every caption once (``evaluate_retrieval``); no
+    wall-clock time goes into the result so DVC sees identical metrics as unchanged.
+    """
+    check_frames_fit(loaded, frames)
+    eval_set = build_eval_set(manifest, frames, split)
+    if not eval_set.caption_ids:
+        raise InputError(f"split {split!r} has no captions whose video is in frames.h5",
+                         file=getattr(frames, "path", None))
+    metrics = evaluate_retrieval(
+        loaded.retriever, frames, eval_set, ClipTokenizer.default(), loaded.max_words, device,
+        batch_size, lambda: autocast_context(device, amp),
+    )
+    return {
+        "model": name or default_name(loaded),
+        "kind": loaded.kind,
+        "role": loaded.role,
+        "split": split,
+        "n_videos": len(eval_set.video_ids),
+        "dropped_captions": eval_set.dropped_captions,
+        "model_sha256": loaded.sha256,
+        "frames_digest": str(frames.digest),
+        "manifest_digest": manifest.digest(),
+        **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},
+    }

@@ -1,0 +1,191 @@
+"""One student training run as a stage: check caches, train in ``<out>.tmp``, publish ``<out>``.
+
+Why a separate layer over :func:`pipeline.student_training.train_student`: the stage's contract is
+about files (the cache compatibility check must happen *before* any training, the work directory
+must survive a kill so a rerun resumes, and the final directory must appear atomically with only
+the artifacts DVC tracks), while ``train_student`` is about the optimisation itself.
+
+Output directory: ``model.pt`` (best validation epoch; ``extra`` records the caches' provenance and
+the role ``student``/``baseline``), ``train_log.tsv``, ``val_log.tsv``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.atomic import tmp_path_for, write_text_atomic
+from pipeline.distributed import DistInfo, barrier
+from pipeline.errors import InputError
+from pipeline.manifest import Manifest
+from pipeline.models.checkpoint import load_model, save_model
+from pipeline.student_training import StudentTrainConfig, train_student
+from pipeline.teacher_cache import TeacherCache
+from pipeline.training.loop import STATE_FILE, TRAIN_LOG, VAL_LOG
+
+MODEL_FILE = "model.pt"
+SUMMARY_FILE = "summary.json"
+BEST_FILE = "best.pt"
+
+
+@dataclass
+class StudentRunResult:
+    """What the CLI prints."""
+
+    out_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    resumed_from_epoch: int
+    summary: dict[str, Any]
+
+
+def train_captions(manifest: Manifest, frames: Any) -> tuple[list[str], list[str]]:
+    """Train caption ids (whose video is in frames.h5) and their distinct video ids."""
+    train = manifest.split("train")
+    present = set(frames.video_ids)
+    captions = train.captions[train.captions["video_id"].isin(present)]
+    return list(captions["caption_id"]), sorted(set(captions["video_id"]))
+
+
+def open_caches(
+    paths: Sequence[str | Path],
+    *,
+    manifest: Manifest,
+    frames: Any,
+    max_words: int,
+    in_memory: bool = False,
+) -> list[TeacherCache]:
+    """Open each teacher cache and refuse any that was scored for another setup.
+
+    Checked (MismatchError naming both values): F, L, every train caption and video present,
+    frames.h5 content digest, manifest digest. Runs before any model is built.
+    """
+    caption_ids, video_ids = train_captions(manifest, frames)
+    caches = []
+    for path in paths:
+        cache = TeacherCache.open(path)
+        cache.check_compatible(
+            max_frames=int(frames.max_frames), max_words=max_words, caption_ids=caption_ids,
+            video_ids=video_ids, frames_digest=str(frames.digest),
+            manifest_digest=manifest.digest(),
+        )
+        caches.append(cache)
+    if in_memory:
+        for cache in caches:
+            cache.load_all()
+    return caches
+
+
+def cache_provenance(cache: TeacherCache) -> dict[str, Any]:
+    """What identifies a cache's soft labels (goes into the checkpoint and the fingerprint)."""
+    return {"path": cache.path.name, "teacher_kind": str(cache.attrs.get("teacher_kind")),
+            "checkpoint_sha256": str(cache.attrs.get("checkpoint_sha256"))}
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Move the finished work directory onto ``out`` (replacing an older result)."""
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out)
+
+
+def run_student(
+    *,
+    config: StudentTrainConfig,
+    manifest: Manifest,
+    frames: Any,
+    cache_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    eval_split: str = "val",
+    name: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> StudentRunResult:
+    """Train one student (or the baseline when ``cache_paths`` is empty) into ``out_dir``.
+
+    The work directory ``<out>.tmp`` holds the loop's resumable state; rerunning the same command
+    after a kill continues from the last finished epoch (same settings required). Only rank 0
+    writes files.
+    """
+    out = Path(out_dir)
+    if config.loss_weights is not None and len(config.loss_weights) != 3:
+        raise InputError(f"loss weights need 3 values (gt, coarse, fine), got "
+                         f"{config.loss_weights}")
+    caches = open_caches(cache_paths, manifest=manifest, frames=frames,
+                         max_words=config.max_words, in_memory=config.in_memory)
+    if caches and config.student.aggregation != "afa":
+        raise InputError("distillation from teacher caches needs --aggregation afa "
+                         "(the fine loss supervises the AFA frame weights)")
+    if config.in_memory:
+        frames.load_all()
+    provenance = [cache_provenance(c) for c in caches]
+    work = tmp_path_for(out)
+    fingerprint = {"frames_digest": str(frames.digest), "manifest_digest": manifest.digest(),
+                   "caches": provenance, "eval_split": eval_split}
+    try:
+        student, result, summary = train_student(
+            config=config, manifest=manifest, frames=frames, caches=caches, work_dir=work,
+            device=device, dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
+            on_progress=on_progress,
+        )
+    except RuntimeError as exc:
+        if (work / STATE_FILE).exists() and "different settings" in str(exc):
+            raise InputError(f"{exc} (or rerun with the settings and inputs of the "
+                             "interrupted run to resume it)", file=work) from exc
+        raise
+    role = "student" if caches else "baseline"
+    full_summary = {
+        "name": name or out.name,
+        "role": role,
+        "best_epoch": result.best_epoch,
+        "best_metrics": result.best_metrics,
+        "val_history": result.val_history,
+        "steps": result.steps,
+        "world_size": dist_info.world_size,
+        "teachers": provenance,
+        "frames_digest": str(frames.digest),
+        "manifest_digest": manifest.digest(),
+        "config": _jsonable(asdict(config)),
+        **summary,
+    }
+    if dist_info.is_main:
+        best = work / BEST_FILE
+        if not best.exists():
+            raise RuntimeError(f"{work}: training finished without a best checkpoint")
+        model, extra = load_model(best)
+        save_model(work / MODEL_FILE, model, extra={**extra, "role": role, "name":
+                                                   full_summary["name"], "teachers": provenance})
+        best.unlink()
+        (work / STATE_FILE).unlink(missing_ok=True)
+        for log in (TRAIN_LOG, VAL_LOG):  # dvc plots expect the files even if empty
+            if not (work / log).exists():
+                (work / log).write_text("", encoding="utf-8")
+        write_text_atomic(work / SUMMARY_FILE,
+                          json.dumps(full_summary, indent=2, sort_keys=True) + "\n")
+        _publish(work, out)
+    barrier()
+    del student
+    return StudentRunResult(out, result.best_epoch, result.best_metrics,
+                            result.resumed_from_epoch, full_summary)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
