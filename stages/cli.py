@@ -8,7 +8,18 @@ from __future__ import annotations
 from stages.groups import main
 
 # Stage modules register themselves on import (keep this list sorted).
-STAGE_MODULES: list[str] = []
+STAGE_MODULES: list[str] = [
+    "cache",
+    "clip",
+    "data_import",
+    "data_synth",
+    "evaluate",
+    "frames",
+    "index",
+    "report",
+    "student",
+    "teacher",
+]
 
 for _name in STAGE_MODULES:
     __import__(f"stages.{_name}")
