@@ -35,6 +35,31 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return _underscore_keys(data)
 
 
+def defaults_for(command: click.Command, section: dict[str, Any]) -> dict[str, Any]:
+    """Translate a params section into click's ``default_map`` for ``command``.
+
+    YAML keys are option names (``out``, ``batch_size``); click looks defaults up by parameter
+    name, which differs when an option names its destination (``--out`` → ``out_dir``). Sub-
+    sections of groups are translated recursively; keys that match nothing are kept as they are
+    (commands such as ``teacher train --name`` read their own entries from the raw params).
+    """
+    out = dict(section)
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            key = name.replace("-", "_")
+            if isinstance(section.get(key), dict):
+                out[key] = defaults_for(sub, section[key])
+                if key != name:
+                    out[name] = out[key]
+        return out
+    for param in command.params:
+        for opt in getattr(param, "opts", []):
+            key = opt.lstrip("-").replace("-", "_")
+            if key in section and param.name is not None and key != param.name:
+                out[param.name] = section[key]
+    return out
+
+
 class TeachclipGroup(click.Group):
     """A group that turns library errors into a clean one-line message and exit status 1."""
 
@@ -60,7 +85,7 @@ def main(ctx: click.Context, params_file: str | None) -> None:
         params = load_params(params_file)
         ctx.obj["params"] = params
         ctx.obj["params_file"] = params_file
-        ctx.default_map = params
+        ctx.default_map = defaults_for(ctx.command, params)
     else:
         ctx.obj.setdefault("params", {})
 
