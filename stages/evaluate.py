@@ -11,7 +11,7 @@ from pipeline.frames_store import FramesReader
 from pipeline.manifest import SPLITS, Manifest
 from pipeline.model_eval import evaluate_model, load_retrieval_model
 from stages.groups import main
-from stages.student import resolve_device
+from stages.options import resolve_device
 
 
 @main.command("evaluate")

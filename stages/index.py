@@ -23,7 +23,7 @@ from pipeline.manifest import SPLITS, Manifest
 from pipeline.model_eval import load_retrieval_model
 from pipeline.sampling import POLICIES
 from stages.groups import main
-from stages.student import resolve_device
+from stages.options import resolve_device
 
 _MODEL = click.option("--model", "model_path", required=True, type=click.Path(exists=True),
                       help="Student/baseline model directory (model.pt) or checkpoint file.")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.errors import InputError
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA when available; under torchrun each rank takes its local GPU."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {choice} requested but CUDA is not available")
+        if ":" in choice:
+            return torch.device(choice)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")

@@ -23,21 +23,11 @@ from pipeline.models.student import StudentConfig
 from pipeline.student_run import run_student
 from pipeline.student_training import OptimConfig, StudentTrainConfig
 from stages.groups import student
+from stages.options import resolve_device
 
 _OPT = OptimConfig()
 _CFG = StudentTrainConfig()
 _ARCH = StudentConfig()
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA when available; under torchrun each rank takes its local GPU."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def apply_named_run(ctx: click.Context, name: str | None, values: dict[str, Any]) -> None:

@@ -26,22 +26,12 @@ from pipeline.student_training import OptimConfig
 from pipeline.teacher_run import import_teacher, run_teacher_score, run_teacher_train
 from pipeline.teacher_training import TeacherTrainConfig
 from stages.groups import teacher
+from stages.options import resolve_device
 
 _CFG = TeacherTrainConfig()
 _OPT = _CFG.optim
 #: Keys of a ``teachers.NAME`` entry that belong to other commands or to dvc.yaml templating.
 _OTHER_KEYS = frozenset({"score", "import", "checkpoint", "source", "desc", "model", "out"})
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA when available; under torchrun each rank takes its local GPU."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def _device_type(choice: str) -> str:
