@@ -90,6 +90,11 @@ class SynthParams:
     min_segment_s: float = 2.0
     max_segment_s: float = 3.0
     size_mention_prob: float = 0.5
+    # Real captions often describe only the salient part of a video: with this probability a
+    # caption of a multi-segment video names a random non-empty proper subset of its segments
+    # (in order). A single pooled vector then has to match a caption that covers part of the
+    # video, which is where fine-grained (frame–word) teachers are strongest.
+    partial_caption_prob: float = 0.0
     filler_difficulty: float = 0.5  # 0: flat background, 1: dense high-contrast clutter
     codec: str = "auto"  # libx264 when available, else mpeg4
     crf: int = 20
@@ -102,6 +107,8 @@ class SynthParams:
             raise InputError("fps must be >= 1 and resolution >= 16")
         if not 1 <= self.min_segments <= self.max_segments:
             raise InputError("need 1 <= min_segments <= max_segments")
+        if not 0 <= self.partial_caption_prob <= 1:
+            raise InputError("partial_caption_prob must be in [0, 1]")
         if not 0 < self.min_segment_s <= self.max_segment_s:
             raise InputError("need 0 < min_segment_s <= max_segment_s")
         if not 0 < self.min_duration <= self.max_duration:
@@ -186,11 +193,15 @@ def make_caption(segments: Sequence[Segment], rng: np.random.Generator, size_pro
 
 
 def make_captions(segments: Sequence[Segment], n: int, rng: np.random.Generator,
-                  size_prob: float) -> tuple[str, ...]:
-    """``n`` distinct paraphrases when the template space allows (else duplicates)."""
+                  size_prob: float, partial_prob: float = 0.0) -> tuple[str, ...]:
+    """``n`` distinct paraphrases when the template space allows (else duplicates).
+
+    With ``partial_prob`` a caption describes a random proper subset of the segments.
+    """
     out: list[str] = []
     for _ in range(50 * n):
-        caption = make_caption(segments, rng, size_prob)
+        described = _described_segments(segments, rng, partial_prob)
+        caption = make_caption(described, rng, size_prob)
         if caption not in out:
             out.append(caption)
         if len(out) == n:
@@ -198,6 +209,16 @@ def make_captions(segments: Sequence[Segment], n: int, rng: np.random.Generator,
     while len(out) < n:
         out.append(make_caption(segments, rng, size_prob))
     return tuple(out)
+
+
+def _described_segments(segments: Sequence[Segment], rng: np.random.Generator,
+                        partial_prob: float) -> Sequence[Segment]:
+    """All segments, or (with ``partial_prob``) a random non-empty proper subset in order."""
+    if len(segments) < 2 or partial_prob <= 0 or rng.random() >= partial_prob:
+        return segments
+    k = int(rng.integers(1, len(segments)))
+    keep = np.sort(rng.choice(len(segments), size=k, replace=False))
+    return [segments[int(i)] for i in keep]
 
 
 # ----------------------------------------------------------------------------- plan
@@ -256,7 +277,7 @@ def plan_dataset(params: SynthParams) -> list[SynthVideo]:
                                  "attribute space; lower the count or raise max_segments")
             seen.add(key)
             captions = make_captions(segments, params.captions_per_video, rng,
-                                     params.size_mention_prob)
+                                     params.size_mention_prob, params.partial_caption_prob)
             videos.append(SynthVideo(index=index, video_id=f"synth{index:05d}", split=split,
                                      n_frames=n_frames, segments=segments, captions=captions))
             index += 1

@@ -33,6 +33,9 @@ _DEFAULTS = SynthParams()
 @click.option("--max-segments", type=int, default=_DEFAULTS.max_segments, show_default=True)
 @click.option("--min-segment-s", type=float, default=_DEFAULTS.min_segment_s, show_default=True)
 @click.option("--max-segment-s", type=float, default=_DEFAULTS.max_segment_s, show_default=True)
+@click.option("--partial-caption-prob", type=click.FloatRange(0, 1),
+              default=_DEFAULTS.partial_caption_prob, show_default=True,
+              help="Probability that a caption describes only some of a video's segments.")
 @click.option("--size-mention-prob", type=float, default=_DEFAULTS.size_mention_prob,
               show_default=True, help="Probability that a caption names a segment's size.")
 @click.option("--filler-difficulty", type=click.FloatRange(0, 1),
