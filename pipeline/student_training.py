@@ -26,13 +26,13 @@ from pipeline.models.checkpoint import save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student, StudentConfig
+from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.training.clip_data import (
     GlobalBatchDataset,
     TeacherSource,
     TrainingItems,
     epoch_loader,
-    masked_softmax,
     move_batch,
     tokenize_all,
 )
@@ -117,11 +117,15 @@ class StudentRetriever:
 
 def build_optimizer(student: Student, optim: OptimConfig, device: torch.device
                     ) -> torch.optim.Optimizer:
-    """AdamW over the student's SPEC §6 parameter groups (shared by training and the bench)."""
+    """AdamW over the student's SPEC §6 parameter groups (shared by training and the bench).
+
+    On CUDA the fused kernel updates every parameter in a few launches (the default foreach
+    path launches several kernels per parameter group and tensor list).
+    """
     return torch.optim.AdamW(
         student.param_groups(optim.lr, optim.coef_lr, optim.afa_lr_multiplier,
                              optim.weight_decay),
-        lr=optim.lr, betas=optim.betas, eps=optim.eps,
+        lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device.type == "cuda",
     )
 
 
@@ -153,14 +157,16 @@ def student_loss_step(
     sentence = gather_with_grad(nn.functional.normalize(sentence.float(), dim=-1))
     video = gather_with_grad(video.float())
     scale = student.clip.logit_scale.exp()
-    logits = scale * sentence @ video.T
+    # λ·ŝ·v̂ᵀ in float32 even under autocast: bf16 would round λ≈100-scaled logits to ±0.25.
+    with torch.autocast(device_type=device.type, enabled=False):
+        logits = scale.float() * sentence @ video.T
     teachers = []
     if batch["teachers"]:
         if weights is None:
             raise ValueError("distillation needs frame weights: use aggregation 'afa'")
         weights = gather_with_grad(weights.float())
         for target in batch["teachers"]:
-            relevance = masked_softmax(target["relevance_logits"], target["relevance_mask"])
+            relevance = masked_softmax(target["relevance_logits"].float(), target["relevance_mask"])
             teachers.append(TeacherTargets(target["logits"], relevance))
     parts = teachclip_loss(
         logits, weights, teachers, coarse=config.coarse, fine=config.fine, beta=config.beta,

@@ -133,13 +133,6 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Softmax over entries where ``mask`` is true; masked entries get exactly 0."""
-    filled = logits.float().masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(filled, dim=dim)
-    return torch.nan_to_num(probs, nan=0.0)
-
-
 def tokenize_all(tokenizer: Any, texts: Sequence[str], max_words: int) -> tuple[np.ndarray, ...]:
     """Tokenise every caption once (never per batch)."""
     ids, mask = tokenizer.encode(list(texts), max_words)

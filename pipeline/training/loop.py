@@ -123,6 +123,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _check_finite(flags: list[torch.Tensor], epoch: int, step: int) -> None:
+    """Raise for the first non-finite loss among the steps since the last check; clears ``flags``.
+
+    One host-device sync per call. ``flags[i]`` belongs to step ``step - len(flags) + i``
+    (0-based, as counted before that step's update). The updates of the steps in between have
+    been applied, but nothing was checkpointed since: a failed run resumes from the last
+    epoch checkpoint, as before.
+    """
+    if not flags:
+        return
+    ok = torch.stack(flags).cpu()
+    first = len(flags) if bool(ok.all()) else int((~ok).nonzero()[0, 0])
+    start = step - len(flags)
+    flags.clear()
+    if first < len(ok):
+        raise FloatingPointError(f"non-finite loss at epoch {epoch} step {start + first}")
+
+
 def run_training(
     *,
     model: nn.Module,
@@ -194,7 +212,11 @@ def run_training(
     for epoch in range(start_epoch, config.epochs):
         model.train()
         wait_time, compute_time, clips = 0.0, 0.0, 0
-        running: dict[str, float] = {}
+        # No host-device sync inside a step: loss parts are summed on the device (float64, so
+        # the logged means equal the former Python-float sums exactly) and the finiteness flags
+        # are checked only at log steps and at the end of the epoch (_check_finite).
+        running: dict[str, torch.Tensor] = {}
+        finite_flags: list[torch.Tensor] = []
         n_running = 0
         tick = time.perf_counter()
         for batch in batches_for_epoch(epoch):
@@ -203,8 +225,7 @@ def run_training(
             with autocast_context(device, config.amp):
                 parts = step_fn(step_model, batch)
             loss = parts["total"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step}")
+            finite_flags.append(torch.isfinite(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -217,23 +238,27 @@ def run_training(
                 after_step()
             step += 1
             for key, value in parts.items():
-                running[key] = running.get(key, 0.0) + float(value.detach())
+                value = value.detach().to(torch.float64)
+                running[key] = running[key] + value if key in running else value
             n_running += 1
             n_clips = batch_size_of(batch) if batch_size_of else 0
             clips += n_clips
             tick = time.perf_counter()
             compute_time += tick - got_batch
-            if dist_info.is_main and (step % config.log_every == 0):
-                row: dict[str, Any] = {"step": step, "epoch": epoch,
-                                       "lr": optimizer.param_groups[0]["lr"]}
-                row.update({k: v / n_running for k, v in running.items()})
-                row["clips_per_s"] = clips * dist_info.world_size / max(
-                    wait_time + compute_time, 1e-9)
-                row["data_wait_fraction"] = wait_time / max(wait_time + compute_time, 1e-9)
-                _append_tsv(work_dir / TRAIN_LOG, row)
+            if step % config.log_every == 0:
+                _check_finite(finite_flags, epoch, step)
+                if dist_info.is_main:
+                    row: dict[str, Any] = {"step": step, "epoch": epoch,
+                                           "lr": optimizer.param_groups[0]["lr"]}
+                    row.update({k: float(v) / n_running for k, v in running.items()})
+                    row["clips_per_s"] = clips * dist_info.world_size / max(
+                        wait_time + compute_time, 1e-9)
+                    row["data_wait_fraction"] = wait_time / max(wait_time + compute_time, 1e-9)
+                    _append_tsv(work_dir / TRAIN_LOG, row)
                 running, n_running = {}, 0
             if on_progress is not None:
                 on_progress(1)
+        _check_finite(finite_flags, epoch, step)
 
         metrics: dict[str, float] = {}
         if evaluate is not None and dist_info.is_main:
