@@ -116,6 +116,8 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
 @click.option("--log-every", type=int, default=_CFG.log_every, show_default=True)
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing",
               default=_CFG.gradient_checkpointing, show_default=True)
+@click.option("--compile/--no-compile", "compile_step", default=_CFG.compile, show_default=True,
+              help="torch.compile the training step (worth it on CUDA; first step compiles).")
 @click.pass_context
 def train(ctx: click.Context, **values: Any) -> None:
     """Train a student against zero or more teacher caches (resumes ``<out>.tmp``)."""
@@ -134,6 +136,7 @@ def train(ctx: click.Context, **values: Any) -> None:
         seed=values["seed"], amp=values["amp"], workers=values["workers"],
         in_memory=values["in_memory"], eval_batch_size=values["eval_batch_size"],
         log_every=values["log_every"], gradient_checkpointing=values["gradient_checkpointing"],
+        compile=values["compile_step"],
     )
     requested = values["device"]
     dist_info = init_distributed("cuda" if requested == "cuda" or (

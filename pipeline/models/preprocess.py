@@ -6,11 +6,26 @@ float), and the normalisation is a cheap elementwise op best done on the acceler
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 #: OpenAI CLIP pixel statistics (RGB).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+
+@functools.lru_cache(maxsize=16)
+def _stats(mean: tuple[float, float, float], std: tuple[float, float, float],
+           dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean/std tensors, built once per device and dtype.
+
+    Why cached: building them from Python floats is a blocking host-to-device copy, the only
+    host-device sync that was left in a CUDA training step.
+    """
+    m = torch.tensor(mean, dtype=dtype, device=device).view(1, 1, 3, 1, 1)
+    s = torch.tensor(std, dtype=dtype, device=device).view(1, 1, 3, 1, 1)
+    return m, s
 
 
 def normalize_frames(
@@ -33,8 +48,7 @@ def normalize_frames(
             f"mask shape {tuple(mask.shape)} does not match frames {tuple(frames.shape[:2])}"
         )
     x = frames.permute(0, 1, 4, 2, 3).to(dtype) / 255.0
-    m = torch.tensor(mean, dtype=dtype, device=x.device).view(1, 1, 3, 1, 1)
-    s = torch.tensor(std, dtype=dtype, device=x.device).view(1, 1, 3, 1, 1)
+    m, s = _stats(mean, std, dtype, x.device)
     x = (x - m) / s
     keep = mask.to(device=x.device, dtype=torch.bool).view(*mask.shape, 1, 1, 1)
     return torch.where(keep, x, torch.zeros((), dtype=dtype, device=x.device))
