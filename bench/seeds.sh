@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SEEDS="${SEEDS:-1 2}"
 P=params.yaml
 TEACHERS="xclip ts2net xpool"
-STUDENTS="baseline baseline_seqtransf xclip ts2net xpool xclip_ts2net"
+STUDENTS="baseline baseline_seqtransf baseline_afa xclip ts2net xpool xclip_ts2net"
 
 for seed in $SEEDS; do
   root="data/seeds/$seed"
@@ -45,6 +45,7 @@ teachclip report \
   --metrics "teacher_xpool=$(join teachers/xpool/cache/metrics.json)" \
   --metrics "baseline_meanP=$(join metrics/student_baseline.json)" \
   --metrics "baseline_seqTransf=$(join metrics/student_baseline_seqtransf.json)" \
+  --metrics "baseline_seqTransf_AFA=$(join metrics/student_baseline_afa.json)" \
   --metrics "student_xclip=$(join metrics/student_xclip.json)" \
   --metrics "student_ts2net=$(join metrics/student_ts2net.json)" \
   --metrics "student_xpool=$(join metrics/student_xpool.json)" \
