@@ -35,7 +35,8 @@ def test_forward_backward_reaches_every_trainable_param() -> None:
             assert p.grad is None, name
         elif name == "afa.frame_linear2.bias":
             # A constant shift of w: every softmax over frames is invariant, so its gradient is 0.
-            assert p.grad is not None and p.grad.abs().sum() == 0
+            # (exactly 0 in exact arithmetic; float32 rounding can leave ~1e-8)
+            assert p.grad is not None and p.grad.abs().sum() < 1e-6
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
