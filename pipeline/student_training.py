@@ -36,7 +36,13 @@ from pipeline.training.clip_data import (
     move_batch,
     tokenize_all,
 )
-from pipeline.training.loop import LoopConfig, TrainResult, autocast_context, run_training
+from pipeline.training.loop import (
+    LoopConfig,
+    TrainResult,
+    autocast_context,
+    run_training,
+    seed_everything,
+)
 from pipeline.training.schedule import warmup_cosine
 
 
@@ -219,6 +225,9 @@ def train_student(
     ``caches`` are opened :class:`pipeline.teacher_cache.TeacherCache` objects already checked
     for compatibility by the caller (F, L, ids, digests); none means the CLIP4Clip baseline.
     """
+    # Seed before any module is built: new layers (AFA, heads) draw their initial weights from
+    # the global RNG, so an unseeded build made identical runs differ.
+    seed_everything(config.seed)  # same on every rank (DDP also broadcasts rank 0's weights)
     tokenizer = ClipTokenizer.default()
     towers = load_clip(config.clip, gradient_checkpointing=config.gradient_checkpointing,
                        seed=config.seed)

@@ -28,7 +28,13 @@ from pipeline.models.teachers.base import Teacher
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.student_training import OptimConfig, build_training_items
 from pipeline.training.clip_data import GlobalBatchDataset, epoch_loader, move_batch
-from pipeline.training.loop import LoopConfig, TrainResult, autocast_context, run_training
+from pipeline.training.loop import (
+    LoopConfig,
+    TrainResult,
+    autocast_context,
+    run_training,
+    seed_everything,
+)
 from pipeline.training.schedule import warmup_cosine
 
 
@@ -120,6 +126,9 @@ def train_teacher(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[Teacher, TrainResult, dict[str, Any]]:
     """Fine-tune a teacher; ``work_dir/best.pt`` holds the best validation epoch."""
+    # Seed before any module is built: new layers (AFA, heads) draw their initial weights from
+    # the global RNG, so an unseeded build made identical runs differ.
+    seed_everything(config.seed)  # same on every rank (DDP also broadcasts rank 0's weights)
     tokenizer = ClipTokenizer.default()
     towers = load_clip(config.clip, gradient_checkpointing=config.gradient_checkpointing,
                        seed=config.seed)

@@ -129,3 +129,24 @@ def test_incompatible_cache_is_refused(world: dict, tmp_path: Path, case: str) -
     for text in expected:
         assert text in result.output
     assert not out.exists() and not Path(str(out) + ".tmp").exists()  # refused before training
+
+
+def test_same_seed_same_weights_with_a_pretrained_clip_directory(world: dict,
+                                                                 tmp_path: Path) -> None:
+    """New layers (AFA, seqTransf position table) are seeded even when the CLIP is a directory
+    (no ``tiny`` seed): two runs with one seed give identical weights; another seed does not."""
+    from pipeline.models.clip import load_clip
+
+    load_clip("tiny", seed=3).model.save_pretrained(tmp_path / "clip")
+    torch.manual_seed(1)  # different global RNG states before each run must not matter
+    first = _run(world, tmp_path / "a", clip=str(tmp_path / "clip"))
+    torch.manual_seed(2)
+    _run(world, tmp_path / "b", clip=str(tmp_path / "clip"))
+    _run(world, tmp_path / "c", clip=str(tmp_path / "clip"), seed=8)
+    assert first.resumed_from_epoch == 0
+    a, _ = load_model(tmp_path / "a" / "model.pt")
+    b, _ = load_model(tmp_path / "b" / "model.pt")
+    c, _ = load_model(tmp_path / "c" / "model.pt")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert not torch.equal(a.afa.frame_linear.weight, c.afa.frame_linear.weight)
