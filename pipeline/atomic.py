@@ -61,3 +61,23 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def publish_dir(work: str | Path, out: str | Path) -> None:
+    """Move a finished work directory onto ``out``, replacing an older result.
+
+    The old result is first renamed aside, so at every instant ``out`` is either the complete old
+    or the complete new directory (never a mix), then removed.
+    """
+    import shutil
+
+    work, out = Path(work), Path(out)
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(work, out)

@@ -12,8 +12,6 @@ the role ``student``/``baseline``), ``train_log.tsv``, ``val_log.tsv``, ``summar
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic import tmp_path_for, write_text_atomic
+from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest
@@ -87,19 +85,6 @@ def cache_provenance(cache: TeacherCache) -> dict[str, Any]:
     """What identifies a cache's soft labels (goes into the checkpoint and the fingerprint)."""
     return {"path": cache.path.name, "teacher_kind": str(cache.attrs.get("teacher_kind")),
             "checkpoint_sha256": str(cache.attrs.get("checkpoint_sha256"))}
-
-
-def _publish(work: Path, out: Path) -> None:
-    """Move the finished work directory onto ``out`` (replacing an older result)."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(work, out)
 
 
 def run_student(
@@ -176,7 +161,7 @@ def run_student(
                 (work / log).write_text("", encoding="utf-8")
         write_text_atomic(work / SUMMARY_FILE,
                           json.dumps(full_summary, indent=2, sort_keys=True) + "\n")
-        _publish(work, out)
+        publish_dir(work, out)
     barrier()
     del student
     return StudentRunResult(out, result.best_epoch, result.best_metrics,

@@ -14,7 +14,6 @@ processes; ``cache.h5`` then references them), ``metrics.json``, ``summary.json`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic import sha256_file, tmp_path_for, write_text_atomic
+from pipeline.atomic import publish_dir, sha256_file, tmp_path_for, write_text_atomic
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.manifest import Manifest
@@ -46,19 +45,6 @@ SUMMARY_FILE = "summary.json"
 CACHE_FILE = "cache.h5"
 METRICS_FILE = "metrics.json"
 BEST_FILE = "best.pt"
-
-
-def publish_dir(work: Path, out: Path) -> None:
-    """Move the finished work directory onto ``out``, replacing an older result."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(work, out)
 
 
 def _write_summary(path: Path, summary: Mapping[str, Any]) -> None:

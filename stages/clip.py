@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from pipeline.atomic import tmp_path_for, write_text_atomic
+from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
 from pipeline.clip_pretraining import PretrainConfig, build_pairs, pretrain_clip
 from pipeline.frames_store import FramesReader
 from pipeline.manifest import Manifest
@@ -64,9 +64,7 @@ def pretrain(frames_path: str, manifest_dir: str, segments: str, out: str, clip_
     write_text_atomic(work / "model" / "summary.json", json.dumps({
         "pairs": len(pairs.images), "steps": result.steps, "epochs": epochs,
         "clip": clip_source, "seed": seed}, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    (work / "model").rename(out_dir)
+    publish_dir(work / "model", out_dir)
     shutil.rmtree(work)
     click.echo(f"wrote {out_dir}: CLIP pre-trained on {len(pairs.images)} frame–phrase pairs, "
                f"{result.steps} steps in {time.perf_counter() - started:.1f} s")
