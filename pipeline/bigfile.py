@@ -12,7 +12,6 @@ ragged dimension are errors, and the reader returns rows in the order asked for 
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import tmp_path_for
+from pipeline.atomic import publish_dir, tmp_path_for
 from pipeline.errors import InputError, MismatchError
 
 FEATURE_FILE = "feature.bin"
@@ -61,15 +60,7 @@ def write_bigfile(directory: str | Path, ids: Sequence[str], vectors: np.ndarray
     np.ascontiguousarray(native).tofile(tmp / FEATURE_FILE)
     (tmp / ID_FILE).write_text(" ".join(ids), encoding="utf-8")
     (tmp / SHAPE_FILE).write_text(f"{data.shape[0]} {data.shape[1]}", encoding="utf-8")
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, directory)
+    publish_dir(tmp, directory)
     return directory
 
 
