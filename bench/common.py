@@ -184,9 +184,9 @@ def write_frames(path: Path, n_videos: int, max_frames: int, size: int, *, seed:
 
     Content does not matter for speed, so a few random videos are reused round-robin (random
     bytes are what costs time to make). ``short_every=k`` gives every k-th video half its frames
-    (padding exercised). Returns a :class:`pipeline.frames_store.FramesReader`.
+    (padding exercised). Returns a :class:`pipeline.data.frames_store.FramesReader`.
     """
-    from pipeline.frames_store import FramesReader, FramesWriter
+    from pipeline.data.frames_store import FramesReader, FramesWriter
 
     rng = np.random.default_rng(seed)
     pool = rng.integers(0, 256, (min(8, n_videos), max_frames, size, size, 3), dtype=np.uint8)
@@ -213,7 +213,7 @@ def write_teacher_cache(path: Path, caption_ids: Sequence[str], video_ids: Seque
                         caption_video: Sequence[int], *, max_frames: int, max_words: int,
                         frames_digest: str, seed: int = 0) -> Any:
     """A finished teacher cache of random logits/relevance (real writer); returns the reader."""
-    from pipeline.teacher_cache import CacheMeta, TeacherCache, TeacherCacheWriter
+    from pipeline.cache.reader import CacheMeta, TeacherCache, TeacherCacheWriter
 
     rng = np.random.default_rng(seed)
     meta = CacheMeta(teacher_kind="xclip", checkpoint_sha256="0" * 64,

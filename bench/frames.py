@@ -24,9 +24,9 @@ import click
 import numpy as np
 import torch
 
-from pipeline.sampling import official_frame_indices, sample_video
-from pipeline.synth import SynthParams, render_dataset
-from pipeline.video import decode_frames, ffmpeg_exe, ffmpeg_version, probe
+from pipeline.data.sampling import official_frame_indices, sample_video
+from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.video import decode_frames, ffmpeg_exe, ffmpeg_version, probe
 
 
 def stage_path(path: str, size: int, max_frames: int) -> tuple[int, int]:

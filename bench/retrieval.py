@@ -6,9 +6,9 @@ per-frame (and per-word) features and an O(L·F·D) or O(F·D) head per pair. Th
 numbers on it, in one run, on the same machine, for N videos of random unit vectors / random
 features of the real shapes (D=512, F=12, L=32 by default).
 
-* student: exact search through the serving code ``pipeline.index.top_k`` (numpy, chunked over
-  N so 1M videos never need more than ``chunk_rows × D`` floats at once) on the CPU; on CUDA the
-  same chunked matrix product + top-k in torch. Storage float16 or float32.
+* student: exact search through the serving code ``pipeline.retrieval.index.top_k`` (numpy,
+  chunked over N so 1M videos never need more than ``chunk_rows × D`` floats at once) on the CPU;
+  on CUDA the same chunked matrix product + top-k in torch. Storage float16 or float32.
 * teachers: ``Teacher.score`` (the real heads, e.g. ``XClipHead.score`` through
   ``XClipTeacher.score``) from per-video features of the teacher's own feature dict (shapes
   taken from the teacher's ``encode_video``/``encode_text``), chunked over videos, stored in the
@@ -41,9 +41,9 @@ try:
 except ModuleNotFoundError:  # run as ``python bench/retrieval.py``: bench/ is on sys.path
     from common import Column, format_table, human_bytes, machine_line, synchronize, timed
 
-from pipeline.index import DEFAULT_CHUNK_ROWS, top_k
 from pipeline.models.clip import load_clip
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Features
+from pipeline.retrieval.index import DEFAULT_CHUNK_ROWS, top_k
 
 TEACHER_MODULES = {"xclip": "pipeline.models.teachers.xclip",
                    "ts2net": "pipeline.models.teachers.ts2net",
@@ -98,7 +98,7 @@ def random_unit(n: int, dim: int, generator: torch.Generator, chunk: int = 1 << 
 
 def torch_top_k(index: torch.Tensor, queries: torch.Tensor, k: int, chunk_rows: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked exact top-k on a device (same contract as ``pipeline.index.top_k``, ties aside)."""
+    """Chunked exact top-k on a device (as ``pipeline.retrieval.index.top_k``, ties aside)."""
     best_s: torch.Tensor | None = None
     best_i = torch.empty(0)
     q = queries.to(index.dtype)
@@ -232,7 +232,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS,
                    help="Teacher.score pair budget per block (the teachers' default)")
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                   help="student index rows per block (pipeline.index default)")
+                   help="student index rows per block (pipeline.retrieval.index default)")
     p.add_argument("--dim", type=int, default=512, help="embedding width D")
     p.add_argument("--frames", type=int, default=12, help="frames per video F")
     p.add_argument("--words", type=int, default=32, help="max words L")

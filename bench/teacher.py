@@ -32,15 +32,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.frames_store import FramesReader, FramesWriter
-from pipeline.manifest import Manifest
+from pipeline.cache.reader import CacheMeta, TeacherCache, TeacherCacheWriter
+from pipeline.cache.score import cache_meta, score_teacher
+from pipeline.data.frames_store import FramesReader, FramesWriter
+from pipeline.data.manifest import Manifest
 from pipeline.models.clip import load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.teachers import build_teacher
 from pipeline.models.teachers.xclip import XClipHead
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.teacher_cache import CacheMeta, TeacherCache, TeacherCacheWriter
-from pipeline.teacher_scoring import cache_meta, score_teacher
 
 VIT_B32 = ('tiny:{"text_width": 512, "text_layers": 12, "text_heads": 8, "vision_width": 768, '
            '"vision_layers": 12, "vision_heads": 12, "image_size": 224, "patch_size": 32, '

@@ -5,7 +5,7 @@ cache, so a training step should cost what a CLIP4Clip step costs; the official 
 runs the teacher on every batch (SPEC §8 anchors). This benchmark times both in one run, through
 the real code: random frames written to a real ``frames.h5`` and random soft labels to a real
 teacher cache, read by ``GlobalBatchDataset`` + ``epoch_loader`` (DataLoader workers, pinned
-memory), stepped by ``pipeline.training.loop.run_training`` with ``student_loss_step``.
+memory), stepped by ``pipeline.train.loop.run_training`` with ``student_loss_step``.
 
 Modes (``--modes``):
 * ``student``: the student step from the cache (what ``teachclip student train`` runs);
@@ -67,28 +67,28 @@ except ModuleNotFoundError:  # run as ``python bench/train_step.py``: bench/ is 
         write_teacher_cache,
     )
 
+from pipeline.data.frames_store import FramesReader
 from pipeline.distributed import DistInfo
-from pipeline.frames_store import FramesReader
 from pipeline.models.clip import TINY_DEFAULTS, load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student
 from pipeline.models.teachers.xclip import XClipTeacher
-from pipeline.student_training import (
-    OptimConfig,
-    StudentTrainConfig,
-    build_optimizer,
-    build_step_model,
-    student_loss_step,
-)
-from pipeline.training.clip_data import (
+from pipeline.train.data_loading import (
     GlobalBatchDataset,
     TeacherSource,
     TrainingItems,
     epoch_loader,
     move_batch,
 )
-from pipeline.training.loop import LoopConfig, autocast_context, run_training
-from pipeline.training.schedule import warmup_cosine
+from pipeline.train.loop import LoopConfig, autocast_context, run_training
+from pipeline.train.schedule import warmup_cosine
+from pipeline.train.student import (
+    OptimConfig,
+    StudentTrainConfig,
+    build_optimizer,
+    build_step_model,
+    student_loss_step,
+)
 
 #: CLIP sizes (keys of ``pipeline.models.clip.TINY_DEFAULTS``). ViT-B/32 = OpenAI's config.
 CLIP_SIZES: dict[str, dict[str, Any]] = {

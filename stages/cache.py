@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 import h5py
 
+from pipeline.cache.reader import info, verify
+from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError
-from pipeline.manifest import Manifest
-from pipeline.teacher_cache import info, verify
 from stages.groups import cache
 
 

@@ -14,9 +14,9 @@ import click
 from tqdm import tqdm
 
 from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
-from pipeline.clip_pretraining import PretrainConfig, build_pairs, pretrain_clip
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import Manifest
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
+from pipeline.train.clip_pretrain import PretrainConfig, build_pairs, pretrain_clip
 from stages.groups import main
 from stages.options import resolve_device
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from pipeline.importers import IMPORTERS, save_import
-from pipeline.importers.common import SKIPPED_FILE
+from pipeline.data.importers import IMPORTERS, save_import
+from pipeline.data.importers.common import SKIPPED_FILE
 from stages.groups import data
 
 # click option name -> importer keyword (only passed when given).

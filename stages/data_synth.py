@@ -7,7 +7,7 @@ import time
 import click
 from tqdm import tqdm
 
-from pipeline.synth import SynthParams, render_dataset
+from pipeline.data.synth import SynthParams, render_dataset
 from stages.groups import data
 
 _DEFAULTS = SynthParams()

@@ -7,9 +7,9 @@ import json
 import click
 
 from pipeline.atomic import write_text_atomic
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import SPLITS, Manifest
-from pipeline.model_eval import evaluate_model, load_retrieval_model
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.eval.model_eval import evaluate_model, load_retrieval_model
 from stages.groups import main
 from stages.options import resolve_device
 

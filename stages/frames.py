@@ -7,9 +7,9 @@ import time
 import click
 from tqdm import tqdm
 
-from pipeline.frames_stage import FramesConfig, build_frames
-from pipeline.manifest import SPLITS, Manifest
-from pipeline.sampling import POLICIES
+from pipeline.data.frames_build import FramesConfig, build_frames
+from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.data.sampling import POLICIES
 from stages.groups import main
 
 _DEFAULTS = FramesConfig()

@@ -7,9 +7,12 @@ import json
 import click
 from tqdm import tqdm
 
-from pipeline.bigfile import write_bigfile
-from pipeline.frames_store import FramesReader
-from pipeline.index import (
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.data.sampling import POLICIES
+from pipeline.eval.model_eval import load_retrieval_model
+from pipeline.retrieval.bigfile import write_bigfile
+from pipeline.retrieval.index import (
     DEFAULT_CHUNK_ROWS,
     DTYPES,
     embed_videos,
@@ -19,9 +22,6 @@ from pipeline.index import (
     search,
     write_index,
 )
-from pipeline.manifest import SPLITS, Manifest
-from pipeline.model_eval import load_retrieval_model
-from pipeline.sampling import POLICIES
 from stages.groups import main
 from stages.options import resolve_device
 

@@ -8,7 +8,7 @@ import click
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import InputError
-from pipeline.reporting import (
+from pipeline.eval.report import (
     SPREADS,
     load_results,
     markdown_table,

@@ -14,14 +14,14 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
-from pipeline.frames_store import FramesReader
-from pipeline.losses import COARSE_METHODS, FINE_METHODS
-from pipeline.manifest import Manifest
 from pipeline.models.student import StudentConfig
-from pipeline.student_run import run_student
-from pipeline.student_training import OptimConfig, StudentTrainConfig
+from pipeline.train.losses import COARSE_METHODS, FINE_METHODS
+from pipeline.train.student import OptimConfig, StudentTrainConfig
+from pipeline.train.student_run import run_student
 from stages.groups import student
 from stages.options import resolve_device
 

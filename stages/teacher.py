@@ -16,15 +16,15 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import Manifest
 from pipeline.models.teachers import TEACHERS
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS
-from pipeline.student_training import OptimConfig
-from pipeline.teacher_run import import_teacher, run_teacher_score, run_teacher_train
-from pipeline.teacher_training import TeacherTrainConfig
+from pipeline.train.student import OptimConfig
+from pipeline.train.teacher import TeacherTrainConfig
+from pipeline.train.teacher_run import import_teacher, run_teacher_score, run_teacher_train
 from stages.groups import teacher
 from stages.options import resolve_device
 

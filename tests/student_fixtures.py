@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.frames_store import FramesReader, FramesWriter
-from pipeline.manifest import Manifest
-from pipeline.teacher_cache import CacheMeta, TeacherCacheWriter
+from pipeline.cache.reader import CacheMeta, TeacherCacheWriter
+from pipeline.data.frames_store import FramesReader, FramesWriter
+from pipeline.data.manifest import Manifest
 
 SIZE = 32  # the tiny CLIP's image size
 F = 4

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from pipeline.distributed import DistInfo
-from pipeline.training.batches import global_batches
-from pipeline.training.loop import LoopConfig, run_training
-from pipeline.training.schedule import warmup_cosine
+from pipeline.train.batches import global_batches
+from pipeline.train.loop import LoopConfig, run_training
+from pipeline.train.schedule import warmup_cosine
 
 X = torch.randn(48, 4, generator=torch.Generator().manual_seed(0))
 Y = torch.randint(0, 3, (48,), generator=torch.Generator().manual_seed(1))

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import retrieval  # noqa: E402
-from pipeline.index import top_k  # noqa: E402
+from pipeline.retrieval.index import top_k  # noqa: E402
 
 D, F, L = 512, 12, 32
 

@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.clip_pretraining import (
+from pipeline.data.sampling import sample_video, select_evenly
+from pipeline.data.video import ffmpeg_exe
+from pipeline.models.clip import load_clip
+from pipeline.models.tokenizer import ClipTokenizer
+from pipeline.train.clip_pretrain import (
     ImageTextPairs,
     PretrainConfig,
     frame_phrase_pairs,
     pretrain_clip,
 )
-from pipeline.models.clip import load_clip
-from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.sampling import sample_video, select_evenly
-from pipeline.video import ffmpeg_exe
 
 
 def test_frames_pair_with_the_segment_they_fall_in() -> None:

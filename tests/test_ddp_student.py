@@ -14,20 +14,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pipeline.cache.reader import TeacherCache
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import Manifest
 from pipeline.models.clip import load_clip
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.student_training import (
+from pipeline.train.data_loading import GlobalBatchDataset
+from pipeline.train.student import (
     StudentStep,
     StudentTrainConfig,
     build_training_items,
     student_loss_step,
 )
-from pipeline.teacher_cache import TeacherCache
-from pipeline.training.clip_data import GlobalBatchDataset
 from tests.student_fixtures import make_cache, make_frames, make_manifest
 
 GLOBAL_BATCH = 8

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.sampling import (
+from pipeline.data.sampling import (
     official_frame_indices,
     pad_frames,
     sample_video,
     select_evenly,
     uniform_frame_indices,
 )
-from pipeline.video import decode_frames, ffmpeg_exe, probe
+from pipeline.data.video import decode_frames, ffmpeg_exe, probe
 
 
 def _video(path: Path, fps: str, seconds: float) -> Path:

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import pipeline.frames_stage as frames_stage
+import pipeline.data.frames_build as frames_stage
+from pipeline.data.frames_build import FramesConfig, build_frames
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
+from pipeline.data.sampling import sample_video
+from pipeline.data.synth import SynthParams, render_dataset
 from pipeline.errors import InputError
-from pipeline.frames_stage import FramesConfig, build_frames
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import Manifest
-from pipeline.sampling import sample_video
-from pipeline.synth import SynthParams, render_dataset
 from stages.cli import main
 
 PARAMS = SynthParams(seed=1, n_train=5, n_val=2, n_test=3, fps=5, min_duration=4.0,

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.losses import (
+from pipeline.eval.metrics import retrieval_metrics
+from pipeline.train.losses import (
     TeacherTargets,
     coarse_loss,
     fine_loss,
     symmetric_infonce,
     teachclip_loss,
 )
-from pipeline.metrics import retrieval_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("TEACHCLIP_GOLDEN", REPO / "tests" / "data" / "official_golden.npz"))

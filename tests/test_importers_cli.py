@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import stages.data_import  # noqa: F401  (registers the command on the group)
-from pipeline.manifest import Manifest
+from pipeline.data.manifest import Manifest
 from stages.groups import main
 from tests.importer_fixtures import make_msrvtt, make_teachclip_txt
 

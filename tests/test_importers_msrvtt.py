@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.data.importers import import_msrvtt, import_vatex
 from pipeline.errors import InputError
-from pipeline.importers import import_msrvtt, import_vatex
 from tests.importer_fixtures import (
     expect_input_error,
     make_msrvtt,

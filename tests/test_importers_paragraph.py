@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.importers import import_activitynet, import_didemo
+from pipeline.data.importers import import_activitynet, import_didemo
 from tests.importer_fixtures import (
     expect_input_error,
     make_activitynet,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.importers import import_csv, import_jsonl
+from pipeline.data.importers import import_csv, import_jsonl
 from tests.importer_fixtures import expect_input_error, touch, write_text
 
 CSV = ("video_id,path,split,text,caption_id,start,end\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.importers import import_teachclip_txt
+from pipeline.data.importers import import_teachclip_txt
 from tests.importer_fixtures import expect_input_error, make_teachclip_txt, touch, write_text
 
 SET = ("test", "msrvtt1k-test", "msrvtt1k-test-query", "gt")

@@ -13,15 +13,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.bigfile import BigFile, write_bigfile
+from pipeline.data.frames_store import FramesReader
 from pipeline.errors import InputError
-from pipeline.frames_store import FramesReader
-from pipeline.index import read_index, top_k
 from pipeline.models.checkpoint import load_model, save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
+from pipeline.retrieval.bigfile import BigFile, write_bigfile
+from pipeline.retrieval.index import read_index, top_k
 from stages.cli import main
 from tests.student_fixtures import MAX_WORDS, make_frames, make_manifest
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.eval.report import load_results, markdown_table
 from pipeline.models.checkpoint import save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.student import Student
 from pipeline.models.teachers import build_teacher
-from pipeline.reporting import load_results, markdown_table
 from stages.cli import main
 from tests.student_fixtures import MAX_WORDS, F, make_frames, make_manifest
 

@@ -9,12 +9,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from pipeline.data.frames_store import FramesReader
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
-from pipeline.frames_store import FramesReader
 from pipeline.models.checkpoint import load_model
-from pipeline.student_run import run_student
-from pipeline.student_training import OptimConfig, StudentTrainConfig
+from pipeline.train.student import OptimConfig, StudentTrainConfig
+from pipeline.train.student_run import run_student
 from stages.cli import main
 from tests.student_fixtures import make_cache, make_frames, make_manifest
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline.manifest import Manifest
-from pipeline.synth import (
+from pipeline.data.manifest import Manifest
+from pipeline.data.synth import (
     COLORS,
     DIRECTIONS,
     SHAPES,
@@ -20,7 +20,7 @@ from pipeline.synth import (
     plan_dataset,
     render_dataset,
 )
-from pipeline.video import decode_frames
+from pipeline.data.video import decode_frames
 from stages.cli import main
 
 SMALL = SynthParams(seed=3, n_train=6, n_val=2, n_test=4, captions_per_video=3, fps=6,

@@ -12,9 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.atomic import tmp_path_for
-from pipeline.errors import InputError, MismatchError
-from pipeline.manifest import Manifest
-from pipeline.teacher_cache import (
+from pipeline.cache.reader import (
     CacheIntegrityError,
     CacheMeta,
     TeacherCache,
@@ -25,6 +23,8 @@ from pipeline.teacher_cache import (
     shard_path,
     verify,
 )
+from pipeline.data.manifest import Manifest
+from pipeline.errors import InputError, MismatchError
 from stages.cli import main
 
 N_C, N_V, N_F = 23, 9, 6

@@ -23,19 +23,19 @@ import torch
 from click.testing import CliRunner
 from student_fixtures import MAX_WORDS, F, make_frames, make_manifest
 
-import pipeline.teacher_scoring as scoring
-import pipeline.teacher_training as teacher_training
+import pipeline.cache.score as scoring
+import pipeline.train.teacher as teacher_training
 from pipeline.atomic import sha256_file
-from pipeline.evaluation import encode_all_texts, encode_all_videos
-from pipeline.frames_store import FramesReader
-from pipeline.manifest import Manifest
+from pipeline.cache.reader import TeacherCache, verify
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
+from pipeline.eval.evaluate import encode_all_texts, encode_all_videos
 from pipeline.models.checkpoint import load_model, save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.convert import hf_state_dict_to_openai
 from pipeline.models.teachers import build_teacher
 from pipeline.models.teachers.xclip import XCLIP_MATRICES, XClipTeacher
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.teacher_cache import TeacherCache, verify
 from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from pipeline.distributed import DistInfo
-from pipeline.training.batches import global_batches, rank_slice, steps_per_epoch
-from pipeline.training.loop import LoopConfig, run_training
-from pipeline.training.schedule import warmup_cosine, warmup_cosine_factor
+from pipeline.train.batches import global_batches, rank_slice, steps_per_epoch
+from pipeline.train.loop import LoopConfig, run_training
+from pipeline.train.schedule import warmup_cosine, warmup_cosine_factor
 
 
 class Toy(nn.Module):

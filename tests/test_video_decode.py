@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.video import DecodeError, decode_frames, ffmpeg_exe, parse_probe, probe
+from pipeline.data.video import DecodeError, decode_frames, ffmpeg_exe, parse_probe, probe
 
 
 def make_video(path: Path, source: str, seconds: float, fps: str, size: str) -> Path:

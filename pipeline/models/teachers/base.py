@@ -75,7 +75,7 @@ class Teacher(nn.Module):
         frames: torch.Tensor,
         video_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """In-batch [B,B] logits for training (symmetric InfoNCE lives in ``pipeline.losses``)."""
+        """In-batch [B,B] training logits (symmetric InfoNCE: ``pipeline.train.losses``)."""
         return self.score(self.encode_text(ids, mask), self.encode_video(frames, video_mask))
 
     def relevance(self, text_feats: Features, video_feats: Features) -> torch.Tensor:

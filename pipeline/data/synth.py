@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError, TeachclipError
-from pipeline.manifest import Manifest
-from pipeline.video import ffmpeg_exe
+from pipeline.data.manifest import Manifest
+from pipeline.data.video import ffmpeg_exe
 
 # ----------------------------------------------------------------------------- vocabulary
 COLORS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {

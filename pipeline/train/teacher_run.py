@@ -1,6 +1,6 @@
 """Teacher stages as directories: train, import and score, each published atomically.
 
-Why a layer over :mod:`pipeline.teacher_training` / :mod:`pipeline.teacher_scoring`: the stages'
+Why a layer over :mod:`pipeline.train.teacher` / :mod:`pipeline.cache.score`: the stages'
 contract is about files. Work happens in ``<out>.tmp`` (which survives a kill, so rerunning the
 same command resumes: the training loop's ``state.pt``, the cache writer's row blocks), and only a
 finished directory is moved onto ``<out>``, holding just what DVC tracks. DVC deletes a stage's
@@ -23,13 +23,7 @@ from typing import Any
 import torch
 
 from pipeline.atomic import publish_dir, sha256_file, tmp_path_for, write_text_atomic
-from pipeline.distributed import DistInfo, barrier
-from pipeline.errors import InputError
-from pipeline.manifest import Manifest
-from pipeline.models.checkpoint import import_official, load_model, save_model
-from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
-from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.teacher_scoring import (
+from pipeline.cache.score import (
     ScoreResult,
     cache_meta,
     score_teacher,
@@ -37,8 +31,14 @@ from pipeline.teacher_scoring import (
     teacher_test_metrics,
     write_metrics,
 )
-from pipeline.teacher_training import TeacherTrainConfig, train_teacher
-from pipeline.training.loop import STATE_FILE, TRAIN_LOG, VAL_LOG, autocast_context
+from pipeline.data.manifest import Manifest
+from pipeline.distributed import DistInfo, barrier
+from pipeline.errors import InputError
+from pipeline.models.checkpoint import import_official, load_model, save_model
+from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
+from pipeline.models.tokenizer import ClipTokenizer
+from pipeline.train.loop import STATE_FILE, TRAIN_LOG, VAL_LOG, autocast_context
+from pipeline.train.teacher import TeacherTrainConfig, train_teacher
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"

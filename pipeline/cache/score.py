@@ -32,25 +32,25 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_text_atomic
+from pipeline.cache.reader import (
+    CacheMeta,
+    TeacherCacheWriter,
+    merge_shards,
+    shard_path,
+)
+from pipeline.cache.reader import verify as verify_problems
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import barrier
 from pipeline.errors import InputError, MismatchError
-from pipeline.evaluation import (
+from pipeline.eval.evaluate import (
     EvalSet,
     build_eval_set,
     encode_all_texts,
     encode_all_videos,
     evaluate_retrieval,
 )
-from pipeline.manifest import Manifest
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher, slice_features
-from pipeline.teacher_cache import (
-    CacheMeta,
-    TeacherCacheWriter,
-    merge_shards,
-    shard_path,
-)
-from pipeline.teacher_cache import verify as verify_problems
-from pipeline.teacher_training import TeacherRetriever
+from pipeline.train.teacher import TeacherRetriever
 
 Autocast = Callable[[], Any]
 
@@ -245,7 +245,7 @@ def teacher_test_metrics(
     checkpoint_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The teacher's own retrieval metrics on ``split`` in the layout ``teachclip evaluate``
-    writes (keys from :func:`pipeline.metrics.retrieval_metrics`, role ``teacher``), so the
+    writes (keys from :func:`pipeline.eval.metrics.retrieval_metrics`, role ``teacher``), so the
     teacher's row appears in the results table next to the students it taught."""
     _check_frames(teacher, frames)
     items = scoring_set(manifest, frames, split)

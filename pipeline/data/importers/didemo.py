@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.importers.common import (
+from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
     Issues,

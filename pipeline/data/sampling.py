@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.video import DecodeError, decode_frames, probe
+from pipeline.data.video import DecodeError, decode_frames, probe
 
 POLICIES = ("official", "uniform")
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from pipeline.atomic import atomic_output
 from pipeline.errors import InputError
-from pipeline.frames_store import FramesWriter
-from pipeline.manifest import SPLITS, Manifest
-from pipeline.sampling import POLICIES, SampledVideo, sample_video
-from pipeline.video import DecodeError, ffmpeg_version
+from pipeline.data.frames_store import FramesWriter
+from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.data.sampling import POLICIES, SampledVideo, sample_video
+from pipeline.data.video import DecodeError, ffmpeg_version
 
 DECODER = "ffmpeg-python+imageio-ffmpeg"
 

@@ -1,6 +1,6 @@
 """One student training run as a stage: check caches, train in ``<out>.tmp``, publish ``<out>``.
 
-Why a separate layer over :func:`pipeline.student_training.train_student`: the stage's contract is
+Why a separate layer over :func:`pipeline.train.student.train_student`: the stage's contract is
 about files (the cache compatibility check must happen *before* any training, the work directory
 must survive a kill so a rerun resumes, and the final directory must appear atomically with only
 the artifacts DVC tracks), while ``train_student`` is about the optimisation itself.
@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
+from pipeline.cache.reader import TeacherCache
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
-from pipeline.manifest import Manifest
 from pipeline.models.checkpoint import load_model, save_model
-from pipeline.student_training import StudentTrainConfig, train_student
-from pipeline.teacher_cache import TeacherCache
-from pipeline.training.loop import STATE_FILE, TRAIN_LOG, VAL_LOG
+from pipeline.train.loop import STATE_FILE, TRAIN_LOG, VAL_LOG
+from pipeline.train.student import StudentTrainConfig, train_student
 
 MODEL_FILE = "model.pt"
 SUMMARY_FILE = "summary.json"

@@ -34,15 +34,15 @@ import torch
 
 from pipeline import __version__
 from pipeline.atomic import atomic_output
+from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.data.sampling import sample_video
+from pipeline.data.video import DecodeError
 from pipeline.errors import InputError, MismatchError
-from pipeline.evaluation import encode_all_videos
-from pipeline.manifest import SPLITS, Manifest
-from pipeline.model_eval import LoadedModel, check_frames_fit
+from pipeline.eval.evaluate import encode_all_videos
+from pipeline.eval.model_eval import LoadedModel, check_frames_fit
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.sampling import sample_video
-from pipeline.training.loop import autocast_context
-from pipeline.video import DecodeError
+from pipeline.train.loop import autocast_context
 
 SCHEMA = "teachclip.embeddings"
 SCHEMA_VERSION = 1

@@ -23,13 +23,13 @@ from torch import nn
 from pipeline import __version__
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
-from pipeline.losses import symmetric_infonce
 from pipeline.models.clip import ClipTowers, load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.training.batches import global_batches
-from pipeline.training.loop import LoopConfig, TrainResult, run_training
-from pipeline.training.schedule import warmup_cosine
+from pipeline.train.batches import global_batches
+from pipeline.train.loop import LoopConfig, TrainResult, run_training
+from pipeline.train.losses import symmetric_infonce
+from pipeline.train.schedule import warmup_cosine
 
 
 @dataclass

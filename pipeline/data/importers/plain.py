@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.importers.common import (
+from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
     Issues,
@@ -31,7 +31,7 @@ from pipeline.importers.common import (
     read_csv,
     require_file,
 )
-from pipeline.manifest import SPLITS
+from pipeline.data.manifest import SPLITS
 
 REQUIRED = ("video_id", "path", "split", "text")
 

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.importers.common import (
+from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
     Issues,

@@ -16,26 +16,26 @@ import torch
 from torch import nn
 
 from pipeline import __version__
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_no_grad, gather_with_grad
-from pipeline.evaluation import build_eval_set, evaluate_retrieval
-from pipeline.losses import symmetric_infonce
-from pipeline.manifest import Manifest
+from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
 from pipeline.models.checkpoint import save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.teachers import build_teacher
 from pipeline.models.teachers.base import Teacher
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.student_training import OptimConfig, build_training_items
-from pipeline.training.clip_data import GlobalBatchDataset, epoch_loader, move_batch
-from pipeline.training.loop import (
+from pipeline.train.data_loading import GlobalBatchDataset, epoch_loader, move_batch
+from pipeline.train.loop import (
     LoopConfig,
     TrainResult,
     autocast_context,
     run_training,
     seed_everything,
 )
-from pipeline.training.schedule import warmup_cosine
+from pipeline.train.losses import symmetric_infonce
+from pipeline.train.schedule import warmup_cosine
+from pipeline.train.student import OptimConfig, build_training_items
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Per batch: the student encodes this rank's captions and videos; features are all-gathered with
 gradients; the global B×B student logits and B×F AFA weights meet each teacher's cached B×B
 logits (read by caption row and the batch's video columns) and B×F relevance (softmaxed over the
-teacher's frames); ``pipeline.losses.teachclip_loss`` combines them per SPEC §4.
+teacher's frames); ``pipeline.train.losses.teachclip_loss`` combines them per SPEC §4.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import torch
 from torch import nn
 
 from pipeline import __version__
+from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_with_grad
-from pipeline.evaluation import EvalSet, build_eval_set, evaluate_retrieval
-from pipeline.losses import TeacherTargets, teachclip_loss
-from pipeline.manifest import Manifest
+from pipeline.eval.evaluate import EvalSet, build_eval_set, evaluate_retrieval
 from pipeline.models.checkpoint import save_model
 from pipeline.models.clip import load_clip
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student, StudentConfig
 from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.training.clip_data import (
+from pipeline.train.data_loading import (
     GlobalBatchDataset,
     TeacherSource,
     TrainingItems,
@@ -36,14 +35,15 @@ from pipeline.training.clip_data import (
     move_batch,
     tokenize_all,
 )
-from pipeline.training.loop import (
+from pipeline.train.loop import (
     LoopConfig,
     TrainResult,
     autocast_context,
     run_training,
     seed_everything,
 )
-from pipeline.training.schedule import warmup_cosine
+from pipeline.train.losses import TeacherTargets, teachclip_loss
+from pipeline.train.schedule import warmup_cosine
 
 
 @dataclass
@@ -222,7 +222,7 @@ def train_student(
 ) -> tuple[Student, TrainResult, dict[str, Any]]:
     """Train a student; returns the model at its best validation epoch and the run summary.
 
-    ``caches`` are opened :class:`pipeline.teacher_cache.TeacherCache` objects already checked
+    ``caches`` are opened :class:`pipeline.cache.reader.TeacherCache` objects already checked
     for compatibility by the caller (F, L, ids, digests); none means the CLIP4Clip baseline.
     """
     # Seed before any module is built: new layers (AFA, heads) draw their initial weights from

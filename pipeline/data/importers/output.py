@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from pipeline.atomic import tmp_path_for
-from pipeline.importers.common import SKIPPED_COLUMNS, SKIPPED_FILE, ImportResult, SkipRecord
-from pipeline.manifest import CAPTIONS_FILE, VIDEOS_FILE, Manifest
+from pipeline.data.importers.common import SKIPPED_COLUMNS, SKIPPED_FILE, ImportResult, SkipRecord
+from pipeline.data.manifest import CAPTIONS_FILE, VIDEOS_FILE, Manifest
 
 
 def skipped_csv_bytes(records: list[SkipRecord]) -> bytes:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import InputError
-from pipeline.manifest import CAPTION_COLUMNS, VIDEO_COLUMNS, Manifest
+from pipeline.data.manifest import CAPTION_COLUMNS, VIDEO_COLUMNS, Manifest
 
 SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ["file", "line", "id", "reason"]

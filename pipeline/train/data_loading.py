@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.training.batches import global_batches, rank_slice
+from pipeline.train.batches import global_batches, rank_slice
 
 
 @dataclass
 class TeacherSource:
     """One teacher cache plus, per training caption, its cache row and its video's cache column."""
 
-    cache: Any  # pipeline.teacher_cache.TeacherCache (picklable, lazy)
+    cache: Any  # pipeline.cache.reader.TeacherCache (picklable, lazy)
     rows: np.ndarray  # [N] cache row of each training caption
     cols: np.ndarray  # [N] cache column of each training caption's video
 
@@ -49,7 +49,7 @@ class GlobalBatchDataset(Dataset):
     def __init__(
         self,
         items: TrainingItems,
-        frames: Any,  # pipeline.frames_store.FramesReader
+        frames: Any,  # pipeline.data.frames_store.FramesReader
         global_batch: int,
         seed: int,
         rank: int = 0,

@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.importers.common import (
+from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
     Issues,

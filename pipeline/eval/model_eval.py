@@ -1,7 +1,7 @@
 """Evaluate any saved model (student, baseline or teacher) on one split of a manifest.
 
 Why one entry point: the results table compares teachers with students, so every model kind must
-be measured by the same code (``pipeline.evaluation``) on the same frames; only the adapter that
+be measured by the same code (``pipeline.eval.evaluate``) on the same frames; only the adapter that
 turns a model into "encode texts, encode videos, score" differs, chosen from the checkpoint's
 ``kind``.
 """
@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from pipeline.atomic import sha256_file
+from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError, MismatchError
-from pipeline.evaluation import build_eval_set, evaluate_retrieval
-from pipeline.manifest import Manifest
+from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
 from pipeline.models.checkpoint import load_model
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.training.loop import autocast_context
+from pipeline.train.loop import autocast_context
 
 MODEL_FILE = "model.pt"
 TEACHER_ROLE, BASELINE_ROLE, STUDENT_ROLE = "teacher", "baseline", "student"
@@ -35,7 +35,7 @@ class LoadedModel:
     model: torch.nn.Module
     kind: str  # "student" or a teacher kind
     role: str  # teacher | baseline | student (a student trained without caches is the baseline)
-    retriever: Any  # pipeline.evaluation.Retriever
+    retriever: Any  # pipeline.eval.evaluate.Retriever
     max_words: int
     max_frames: int | None  # frames the model was built for (None: any F works)
     image_size: int
@@ -55,8 +55,8 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def load_retrieval_model(path: str | Path, device: torch.device) -> LoadedModel:
     """Load a checkpoint and wrap it in the right retrieval adapter for its kind."""
-    from pipeline.student_training import StudentRetriever
-    from pipeline.teacher_training import TeacherRetriever
+    from pipeline.train.student import StudentRetriever
+    from pipeline.train.teacher import TeacherRetriever
 
     file = resolve_model_path(path)
     model, extra = load_model(file, map_location="cpu")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import InputError
-from pipeline.importers.common import (
+from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
     Issues,
@@ -30,7 +30,7 @@ from pipeline.importers.common import (
     read_id_list,
     video_directory,
 )
-from pipeline.manifest import SPLITS
+from pipeline.data.manifest import SPLITS
 
 VIDEO_SUFFIXES = ("", ".mp4", ".avi")
 DIDEMO_CLIP = (0.0, 31.0)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.importers.activitynet import import_activitynet
-from pipeline.importers.common import ImportResult, SkipRecord
-from pipeline.importers.didemo import import_didemo
-from pipeline.importers.msrvtt import import_msrvtt, import_vatex
-from pipeline.importers.msvd import import_msvd
-from pipeline.importers.output import save_import
-from pipeline.importers.plain import import_csv, import_jsonl
-from pipeline.importers.teachclip_txt import import_teachclip_txt
+from pipeline.data.importers.activitynet import import_activitynet
+from pipeline.data.importers.common import ImportResult, SkipRecord
+from pipeline.data.importers.didemo import import_didemo
+from pipeline.data.importers.msrvtt import import_msrvtt, import_vatex
+from pipeline.data.importers.msvd import import_msvd
+from pipeline.data.importers.output import save_import
+from pipeline.data.importers.plain import import_csv, import_jsonl
+from pipeline.data.importers.teachclip_txt import import_teachclip_txt
 
 IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "activitynet": import_activitynet,

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pipeline.manifest import Manifest
-from pipeline.metrics import retrieval_metrics
+from pipeline.data.manifest import Manifest
+from pipeline.eval.metrics import retrieval_metrics
 from pipeline.models.preprocess import normalize_frames
 
 Features = dict[str, torch.Tensor]

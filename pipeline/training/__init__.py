@@ -1,1 +1,0 @@
-"""Training machinery shared by teacher and student training: batches, schedule, loop, resume."""
