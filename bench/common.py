@@ -213,7 +213,9 @@ def write_teacher_cache(path: Path, caption_ids: Sequence[str], video_ids: Seque
                         caption_video: Sequence[int], *, max_frames: int, max_words: int,
                         frames_digest: str, seed: int = 0) -> Any:
     """A finished teacher cache of random logits/relevance (real writer); returns the reader."""
-    from pipeline.cache.reader import CacheMeta, TeacherCache, TeacherCacheWriter
+    from pipeline.cache.reader import TeacherCache
+    from pipeline.cache.schema import CacheMeta
+    from pipeline.cache.writer import TeacherCacheWriter
 
     rng = np.random.default_rng(seed)
     meta = CacheMeta(teacher_kind="xclip", checkpoint_sha256="0" * 64,

@@ -32,8 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.cache.reader import CacheMeta, TeacherCache, TeacherCacheWriter
+from pipeline.cache.reader import TeacherCache
+from pipeline.cache.schema import CacheMeta
 from pipeline.cache.score import cache_meta, score_teacher
+from pipeline.cache.writer import TeacherCacheWriter
 from pipeline.data.frames_store import FramesReader, FramesWriter
 from pipeline.data.manifest import Manifest
 from pipeline.models.clip import load_clip

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import h5py
 
-from pipeline.cache.reader import info, verify
+from pipeline.cache.verify import info, verify
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError
 from stages.groups import cache

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cache.reader import CacheMeta, TeacherCacheWriter
+from pipeline.cache.schema import CacheMeta
+from pipeline.cache.writer import TeacherCacheWriter
 from pipeline.data.frames_store import FramesReader, FramesWriter
 from pipeline.data.manifest import Manifest
 

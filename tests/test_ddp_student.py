@@ -42,7 +42,7 @@ def one_step(root: Path, info: DistInfo) -> tuple[float, dict[str, torch.Tensor]
     student.train()  # the tiny CLIP and the student heads have no dropout
     manifest = Manifest.load(root / "manifest")
     frames = FramesReader(root / "frames.h5")
-    cache = TeacherCache.open(root / "xclip.h5")
+    cache = TeacherCache(root / "xclip.h5")
     config = StudentTrainConfig()
     items, _ = build_training_items(manifest, frames, ClipTokenizer.default(), config.max_words,
                                     [cache])

@@ -9,22 +9,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipeline.atomic import tmp_path_for
-from pipeline.cache.reader import (
-    CacheIntegrityError,
-    CacheMeta,
-    TeacherCache,
-    TeacherCacheWriter,
-    chunk_shape,
-    info,
-    merge_shards,
-    shard_path,
-    verify,
-)
+from pipeline.cache.merge import merge_shards
+from pipeline.cache.reader import TeacherCache
+from pipeline.cache.schema import CacheIntegrityError, CacheMeta, chunk_shape, shard_path
+from pipeline.cache.verify import info, verify
+from pipeline.cache.writer import TeacherCacheWriter
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError, MismatchError
+from pipeline.models.teachers.base import masked_softmax
 from stages.cli import main
 
 N_C, N_V, N_F = 23, 9, 6
@@ -82,7 +78,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 def test_write_read_roundtrip(tmp_path: Path, data: dict) -> None:
     path = _write_full(tmp_path / "t.h5", data)
     assert path.exists() and not tmp_path_for(path).exists()
-    cache = TeacherCache.open(path)
+    cache = TeacherCache(path)
     assert cache.caption_ids == data["caption_ids"] and cache.video_ids == data["video_ids"]
     assert cache.F == N_F and cache.L == 32 and cache.meta == _meta()
     np.testing.assert_array_equal(cache.caption_video, data["caption_video"])
@@ -112,7 +108,8 @@ def test_batch_unsorted_duplicates(tmp_path: Path, data: dict, load_all: bool) -
     # sparse request (h5py fancy path) too
     sim2, _, _ = cache.batch([22, 0], [1])
     np.testing.assert_array_equal(sim2, full[[22, 0]][:, [1]])
-    probs = cache.relevance_probs(rows)
+    # the training path: masked softmax of the cached scores (padded frames exactly 0)
+    probs = masked_softmax(torch.from_numpy(rel), torch.from_numpy(mask)).numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
     assert (probs[~data["mask"][rows]] == 0).all()
     logits = np.where(data["mask"][rows], data["rel"][rows], -np.inf)

@@ -26,7 +26,8 @@ from student_fixtures import MAX_WORDS, F, make_frames, make_manifest
 import pipeline.cache.score as scoring
 import pipeline.train.teacher as teacher_training
 from pipeline.atomic import sha256_file
-from pipeline.cache.reader import TeacherCache, verify
+from pipeline.cache.reader import TeacherCache
+from pipeline.cache.verify import verify
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.eval.evaluate import encode_all_texts, encode_all_videos

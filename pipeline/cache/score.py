@@ -32,13 +32,10 @@ import numpy as np
 import torch
 
 from pipeline.atomic import write_text_atomic
-from pipeline.cache.reader import (
-    CacheMeta,
-    TeacherCacheWriter,
-    merge_shards,
-    shard_path,
-)
-from pipeline.cache.reader import verify as verify_problems
+from pipeline.cache.merge import merge_shards
+from pipeline.cache.schema import CacheMeta, shard_path
+from pipeline.cache.verify import verify as verify_problems
+from pipeline.cache.writer import TeacherCacheWriter
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import barrier
 from pipeline.errors import InputError, MismatchError

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import MismatchError
+from pipeline.h5schema import open_checked, plain, plain_attrs
 
 SCHEMA = "teachclip.frames"
 SCHEMA_VERSION = 1
@@ -65,10 +66,6 @@ def _filter_opts(compression: str) -> dict[str, Any]:
     raise ValueError(f"unknown compression {compression!r}; use none, lzf or gzip[:level]")
 
 
-def _attr_value(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 class FramesWriter:
     """Single-process resumable writer of the tmp file; create with :meth:`open`.
 
@@ -94,7 +91,7 @@ class FramesWriter:
     ) -> FramesWriter:
         """Resume ``tmp_path`` if it was written for the same ids/attrs, else start it afresh."""
         tmp_path = Path(tmp_path)
-        key = {**{k: _attr_value(v) for k, v in attrs.items()}, "ids_digest": ids_digest(video_ids),
+        key = {**{k: plain(v) for k, v in attrs.items()}, "ids_digest": ids_digest(video_ids),
                "compression": compression, "max_frames": max_frames, "size": size}
         if tmp_path.exists():
             handle = cls._try_resume(tmp_path, key)
@@ -131,7 +128,7 @@ class FramesWriter:
         except OSError:  # a kill during a metadata write can leave an unreadable file
             return None
         try:
-            stored = {k: _attr_value(v) for k, v in handle.attrs.items()}
+            stored = {k: plain(v) for k, v in handle.attrs.items()}
             if "done" in handle and all(stored.get(k) == v for k, v in key.items()):
                 return handle
         except (OSError, KeyError):
@@ -232,7 +229,7 @@ class FramesWriter:
                                data=np.array([r for _, r in failures], dtype=object),
                                dtype=h5py.string_dtype())
             for name, value in final_attrs.items():
-                dst.attrs[name] = _attr_value(value)
+                dst.attrs[name] = plain(value)
             dst.attrs["schema"] = SCHEMA
             dst.attrs["schema_version"] = SCHEMA_VERSION
             dst.attrs["compression"] = src.attrs["compression"]
@@ -252,12 +249,10 @@ class FramesReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with h5py.File(self.path, "r") as handle:
-            schema = handle.attrs.get("schema")
-            if schema != SCHEMA:
-                raise MismatchError("schema", SCHEMA, schema, file=self.path)
+        with open_checked(self.path, schema=SCHEMA, version=SCHEMA_VERSION,
+                          what="frames file") as handle:
             self.video_ids: list[str] = [str(v) for v in handle["video_ids"].asstr()[:]]
-            self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in handle.attrs.items()}
+            self.attrs: dict[str, Any] = plain_attrs(handle)
             _, self.max_frames, self.height, self.width, _ = handle["frames"].shape
             self.failed_ids = [str(v) for v in handle["failed_ids"].asstr()[:]]
             self.failed_reasons = [str(v) for v in handle["failed_reasons"].asstr()[:]]

@@ -40,6 +40,7 @@ from pipeline.data.video import DecodeError
 from pipeline.errors import InputError, MismatchError
 from pipeline.eval.evaluate import encode_all_videos
 from pipeline.eval.model_eval import LoadedModel, check_frames_fit
+from pipeline.h5schema import open_checked, plain_attrs
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.train.loop import autocast_context
@@ -124,21 +125,9 @@ def write_index(
 def read_index(path: str | Path) -> EmbeddingIndex:
     """Open ``embeddings.h5`` (checks schema and shapes)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("index not found", file=path)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"cannot open index: {exc}", file=path) from exc
-    with handle:
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v)
-                 for k, v in handle.attrs.items()}
-        if attrs.get("schema") != SCHEMA:
-            raise InputError(f"not an embeddings index (schema {attrs.get('schema')!r})",
-                             file=path)
-        if attrs.get("schema_version") != SCHEMA_VERSION:
-            raise MismatchError("index schema_version", SCHEMA_VERSION,
-                                attrs.get("schema_version"), file=path)
+    with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION,
+                      what="embeddings index") as handle:
+        attrs = plain_attrs(handle)
         ids = [str(v) for v in handle["video_ids"].asstr()[:]]
         emb = handle["video_emb"][:]
         failed = list(zip(handle["failed_ids"].asstr()[:], handle["failed_reasons"].asstr()[:],

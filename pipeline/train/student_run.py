@@ -68,7 +68,7 @@ def open_caches(
     caption_ids, video_ids = train_captions(manifest, frames)
     caches = []
     for path in paths:
-        cache = TeacherCache.open(path)
+        cache = TeacherCache(path)
         cache.check_compatible(
             max_frames=int(frames.max_frames), max_words=max_words, caption_ids=caption_ids,
             video_ids=video_ids, frames_digest=str(frames.digest),

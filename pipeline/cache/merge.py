@@ -1,0 +1,148 @@
+"""Merging the shard files of a distributed scoring run into one cache.
+
+Rank r of W writes a *shard* file (same schema, full-shape datasets, only its blocks written).
+:func:`merge_shards` builds the final file: small datasets are copied, ``sim`` is an HDF5 virtual
+dataset whose sources are the shards, referenced by paths *relative to the merged file's
+directory* (HDF5 resolves them there, so the output directory can move as a whole, e.g. through a
+DVC remote). ``copy=True`` writes a plain self-contained file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.atomic import tmp_path_for
+from pipeline.cache.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    SHARD_ATTRS,
+    STREAM_ELEMENTS,
+    CacheIntegrityError,
+    block_rows_ranges,
+    chunk_shape,
+    write_small,
+)
+from pipeline.errors import InputError, MismatchError
+from pipeline.h5schema import open_checked, plain_attrs
+
+
+def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
+                 copy: bool = False, on_progress: Callable[[int], None] | None = None) -> Path:
+    """Combine finalized shard files into one cache presenting the same datasets.
+
+    Default: ``sim`` becomes a virtual dataset (no copy of the big matrix) whose sources are the
+    shards, referenced relative to ``final_path``'s directory (so shards must live in that
+    directory or below it, and must stay there). ``copy=True`` copies everything into a plain
+    self-contained file (shards can then be deleted). Every block must be written by exactly one
+    shard and all shards must agree on attributes and ids.
+    """
+    final_path = Path(final_path)
+    paths = [Path(p) for p in shard_paths]
+    if not paths:
+        raise InputError("no shard files to merge")
+    infos = []
+    for path in paths:
+        with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION,
+                          what="teacher cache shard") as handle:
+            attrs = plain_attrs(handle)
+            infos.append({
+                "path": path, "attrs": attrs,
+                "caption_ids": list(handle["caption_ids"].asstr()[:]),
+                "video_ids": list(handle["video_ids"].asstr()[:]),
+                "caption_video": handle["caption_video"][:],
+                "rows_done": handle["rows_done"][:].astype(bool),
+                "sim_shape": handle["sim"].shape,
+                "max_frames": handle["relevance"].shape[1],
+            })
+    ref = infos[0]
+    common = {k: v for k, v in ref["attrs"].items() if k not in SHARD_ATTRS + ("layout",)}
+    for info in infos[1:]:
+        for key, value in common.items():
+            if info["attrs"].get(key) != value:
+                raise MismatchError(f"shard attribute {key}", value, info["attrs"].get(key),
+                                    file=info["path"])
+        for key in ("caption_ids", "video_ids"):
+            if info[key] != ref[key]:
+                raise MismatchError(key, f"same as {ref['path'].name}", "different ids",
+                                    file=info["path"])
+        if not np.array_equal(info["caption_video"], ref["caption_video"]):
+            raise MismatchError("caption_video", f"same as {ref['path'].name}",
+                                "different values", file=info["path"])
+    n_blocks = ref["rows_done"].shape[0]
+    owner = np.full(n_blocks, -1, dtype=np.int64)
+    for index, info in enumerate(infos):
+        for b in np.flatnonzero(info["rows_done"]):
+            if owner[b] >= 0:
+                raise MismatchError(f"block {int(b)} owner", infos[owner[b]]["path"].name,
+                                    f"also {info['path'].name}")
+            owner[b] = index
+    if (owner < 0).any():
+        raise CacheIntegrityError(f"block {int(np.flatnonzero(owner < 0)[0])} is in no shard "
+                                  f"({int((owner < 0).sum())} of {n_blocks} missing)")
+    block_rows = int(common["block_rows"])
+    n_c, n_v = ref["sim_shape"]
+    n_f = ref["max_frames"]
+    final_dir = final_path.parent.resolve()
+    rel_names = []
+    if not copy:
+        for info in infos:
+            rel = os.path.relpath(info["path"].resolve(), final_dir)
+            if rel.startswith(".."):
+                raise InputError(f"shard must be in the merged file's directory "
+                                 f"{final_dir} (or use copy=True)", file=info["path"])
+            rel_names.append(rel)
+
+    tmp = tmp_path_for(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with h5py.File(tmp, "w", libver=("v110", "latest")) as out:
+            out.attrs.update(common)
+            out.attrs["layout"] = "merged" if copy else "virtual"
+            if not copy:
+                out.attrs["vds_sources_json"] = json.dumps(rel_names)
+            write_small(out, ref["caption_ids"], ref["video_ids"], ref["caption_video"])
+            rel_chunk = (min(n_c, block_rows), n_f)
+            out.create_dataset("relevance", shape=(n_c, n_f), dtype=np.float32,
+                               chunks=rel_chunk, fillvalue=np.float32(np.nan))
+            out.create_dataset("frame_mask", shape=(n_c, n_f), dtype=bool, chunks=rel_chunk)
+            out.create_dataset("rows_done", data=np.ones(n_blocks, dtype=bool))
+            if copy:
+                chunks = chunk_shape(n_c, n_v, block_rows)
+                out.create_dataset("sim", shape=(n_c, n_v), dtype=np.float16, chunks=chunks,
+                                   fillvalue=np.float16(np.nan))
+            else:
+                layout = h5py.VirtualLayout(shape=(n_c, n_v), dtype=np.float16)
+            for index, info in enumerate(infos):
+                blocks = np.flatnonzero(owner == index).tolist()
+                ranges = block_rows_ranges(blocks, block_rows, n_c)
+                with h5py.File(info["path"], "r") as src:
+                    for start, stop in ranges:
+                        out["relevance"][start:stop] = src["relevance"][start:stop]
+                        out["frame_mask"][start:stop] = src["frame_mask"][start:stop]
+                        if copy:
+                            step = max(1, STREAM_ELEMENTS // max(1, n_v))
+                            for s0 in range(start, stop, step):
+                                s1 = min(s0 + step, stop)
+                                out["sim"][s0:s1] = src["sim"][s0:s1]
+                                if on_progress is not None:
+                                    on_progress(s1 - s0)
+                if not copy:
+                    source = h5py.VirtualSource(rel_names[index], "sim", shape=(n_c, n_v),
+                                                dtype=np.float16)
+                    for start, stop in ranges:
+                        layout[start:stop] = source[start:stop]
+            if not copy:
+                # NaN fill: a missing source reads as NaN, which verify() reports.
+                out.create_virtual_dataset("sim", layout, fillvalue=np.float16(np.nan))
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    os.replace(tmp, final_path)
+    return final_path

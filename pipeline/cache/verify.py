@@ -1,0 +1,181 @@
+"""Checking a teacher cache end to end (``teachclip cache verify``) and summarising it."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.atomic import sha256_file
+from pipeline.cache.schema import (
+    META_ATTRS,
+    REQUIRED_DATASETS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    block_rows_ranges,
+    owned_blocks,
+    scan_values,
+    virtual_sources,
+)
+from pipeline.h5schema import open_checked, plain_attrs, schema_problem
+
+
+def verify(
+    path: str | Path,
+    frames_digest: str | None = None,
+    manifest_digest: str | None = None,
+    checkpoint_path: str | Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Every problem found in a cache file (empty list = fine). Streams ``sim`` by chunks.
+
+    Checks schema/version, attributes, shape consistency, id uniqueness, ``caption_video``
+    range, virtual dataset sources, progress flags, NaN/inf, and digests against the given
+    artifacts (checkpoint digest = sha256 of the file's bytes). A shard file is checked on its
+    own blocks only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path}: file not found"]
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        return [f"{path}: cannot open as HDF5 ({exc})"]
+    problems: list[str] = []
+    with handle:
+        attrs = plain_attrs(handle)
+        problem = schema_problem(attrs, SCHEMA, SCHEMA_VERSION)
+        if problem:
+            return [problem]
+        missing = [name for name in REQUIRED_DATASETS if name not in handle]
+        if missing:
+            return [f"missing dataset(s): {', '.join(missing)}"]
+        for key in META_ATTRS + ("block_rows", "layout"):
+            if key not in attrs:
+                problems.append(f"missing attribute {key!r}")
+        n_c = handle["caption_ids"].shape[0]
+        n_v = handle["video_ids"].shape[0]
+        expected_shapes = {"caption_video": (n_c,), "sim": (n_c, n_v)}
+        n_f = handle["relevance"].shape[1] if handle["relevance"].ndim == 2 else None
+        expected_shapes["relevance"] = (n_c, n_f)
+        expected_shapes["frame_mask"] = (n_c, n_f)
+        block_rows = int(attrs.get("block_rows", 0) or 0)
+        n_blocks = math.ceil(n_c / block_rows) if block_rows > 0 else None
+        if n_blocks is None:
+            problems.append(f"block_rows attribute is {attrs.get('block_rows')!r}")
+        else:
+            expected_shapes["rows_done"] = (n_blocks,)
+        shape_ok = True
+        for name, shape in expected_shapes.items():
+            if handle[name].shape != shape:
+                problems.append(f"{name} has shape {handle[name].shape}, expected {shape} "
+                                f"(caption_ids: {n_c}, video_ids: {n_v})")
+                shape_ok = False
+        if n_f is not None and "max_frames" in attrs and n_f != attrs["max_frames"]:
+            problems.append(f"relevance has {n_f} frames but attribute max_frames is "
+                            f"{attrs['max_frames']}")
+        dtypes = {"sim": np.float16, "relevance": np.float32, "caption_video": np.int64,
+                  "frame_mask": np.bool_, "rows_done": np.bool_}
+        for name, dtype in dtypes.items():
+            if handle[name].dtype != dtype:
+                problems.append(f"{name} dtype is {handle[name].dtype}, expected "
+                                f"{np.dtype(dtype)}")
+        for name in ("caption_ids", "video_ids"):
+            ids = handle[name].asstr()[:]
+            unique, counts = np.unique(ids, return_counts=True)
+            if (counts > 1).any():
+                problems.append(f"{name} has duplicates, e.g. {unique[counts > 1][0]!r}")
+        cv = handle["caption_video"][:]
+        if cv.size and ((cv < 0) | (cv >= n_v)).any():
+            row = int(np.flatnonzero((cv < 0) | (cv >= n_v))[0])
+            problems.append(f"caption_video[{row}] = {int(cv[row])} outside [0, {n_v})")
+        for name, resolved in virtual_sources(handle, path.parent):
+            if not resolved.is_file():
+                problems.append(f"virtual dataset source {name!r} missing (expected at "
+                                f"{resolved})")
+        if shape_ok and n_blocks is not None:
+            if attrs.get("layout") == "shard":
+                try:
+                    blocks = owned_blocks(n_blocks, int(attrs["shard_rank"]),
+                                          int(attrs["shard_world"]),
+                                          str(attrs["shard_assignment"]))
+                except (KeyError, ValueError) as exc:
+                    problems.append(f"bad shard attributes: {exc}")
+                    blocks = []
+            else:
+                blocks = list(range(n_blocks))
+            done = handle["rows_done"][:].astype(bool)
+            not_done = [b for b in blocks if not done[b]]
+            if not_done:
+                problems.append(f"{len(not_done)} of {len(blocks)} row block(s) not written, "
+                                f"first block {not_done[0]}")
+            scan = [b for b in blocks if done[b]]
+            problems.extend(scan_values(handle, scan, block_rows, on_progress))
+            mask = handle["frame_mask"][:].astype(bool)
+            rows = np.concatenate([np.arange(s, e) for s, e in
+                                   block_rows_ranges(scan, block_rows, n_c)] or [[]])
+            rows = rows.astype(np.int64)
+            empty = ~mask[rows].any(axis=1) if rows.size else np.zeros(0, bool)
+            if empty.any():
+                problems.append(f"frame_mask selects no frame in {int(empty.sum())} row(s), "
+                                f"first row {int(rows[empty][0])}")
+    for what, given, stored in (("frames digest", frames_digest, attrs.get("frames_digest")),
+                                ("manifest digest", manifest_digest,
+                                 attrs.get("manifest_digest"))):
+        if given is not None and given != stored:
+            problems.append(f"{what} mismatch: artifact has {given!r}, cache records {stored!r}")
+    if checkpoint_path is not None:
+        checkpoint_path = Path(checkpoint_path)
+        if not checkpoint_path.is_file():
+            problems.append(f"checkpoint {checkpoint_path} not found")
+        else:
+            digest = sha256_file(checkpoint_path)
+            if digest != attrs.get("checkpoint_sha256"):
+                problems.append(f"checkpoint sha256 mismatch: {checkpoint_path} has {digest!r}, "
+                                f"cache records {attrs.get('checkpoint_sha256')!r}")
+    return problems
+
+
+def info(path: str | Path) -> dict[str, Any]:
+    """Summary of a cache: schema, provenance attributes, shapes, dtypes, chunking, layout,
+    on-disk size (including virtual sources) and bytes per caption."""
+    path = Path(path)
+    with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION, what="teacher cache") as handle:
+        attrs = plain_attrs(handle)
+        datasets = {}
+        for name in REQUIRED_DATASETS:
+            if name in handle:
+                ds = handle[name]
+                datasets[name] = {"shape": list(ds.shape), "dtype": str(ds.dtype),
+                                  "chunks": list(ds.chunks) if ds.chunks else None,
+                                  "virtual": bool(ds.is_virtual)}
+        sources = virtual_sources(handle, path.parent)
+        n_c = handle["caption_ids"].shape[0] if "caption_ids" in handle else 0
+        done = handle["rows_done"][:] if "rows_done" in handle else np.zeros(0, bool)
+    size = path.stat().st_size
+    source_bytes = sum(p.stat().st_size for _, p in sources if p.is_file())
+    total = size + source_bytes
+    provenance = {k: attrs[k] for k in attrs if k not in ("schema", "schema_version")}
+    if "teacher_config_json" in provenance:
+        provenance["teacher_config"] = json.loads(str(provenance.pop("teacher_config_json")))
+    return {
+        "path": str(path),
+        "schema": attrs.get("schema"),
+        "schema_version": attrs.get("schema_version"),
+        "provenance": provenance,
+        "n_captions": int(n_c),
+        "n_videos": datasets.get("video_ids", {}).get("shape", [0])[0],
+        "max_frames": datasets.get("relevance", {}).get("shape", [0, 0])[1],
+        "datasets": datasets,
+        "blocks_done": int(np.asarray(done).sum()),
+        "n_blocks": int(np.asarray(done).size),
+        "virtual_sources": [name for name, _ in sources],
+        "file_bytes": int(size),
+        "total_bytes": int(total),
+        "bytes_per_caption": float(total / n_c) if n_c else 0.0,
+    }

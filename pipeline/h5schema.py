@@ -1,0 +1,68 @@
+"""Opening the project's HDF5 files: one place that checks a file is what its reader expects.
+
+Every HDF5 file the project writes (``frames.h5``, teacher caches, embedding indexes) carries
+``schema`` and ``schema_version`` attributes. Readers open through :func:`open_checked`, so a
+missing file, a file HDF5 cannot read, another kind of file or another version are each one clear
+``Error:`` that names the file, instead of five slightly different checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import InputError, MismatchError
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars/bytes from h5py attrs -> plain Python values (comparable, JSON-able)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def plain_attrs(obj: h5py.HLObject) -> dict[str, Any]:
+    """All attributes of an HDF5 object as plain Python values."""
+    return {k: plain(v) for k, v in obj.attrs.items()}
+
+
+def schema_problem(attrs: dict[str, Any], schema: str, version: int) -> str | None:
+    """What is wrong with a file's schema attributes, or None when they match."""
+    if attrs.get("schema") != schema:
+        return f"schema is {attrs.get('schema')!r}, expected {schema!r}"
+    if attrs.get("schema_version") != version:
+        return f"schema_version is {attrs.get('schema_version')!r}, expected {version}"
+    return None
+
+
+def open_checked(path: str | Path, *, schema: str, version: int, what: str,
+                 **kwargs: Any) -> h5py.File:
+    """Open ``path`` read-only and check its schema; InputError/MismatchError naming the file.
+
+    ``what`` names the artifact in messages ("teacher cache", "frames file"); ``kwargs`` go to
+    :class:`h5py.File` (e.g. ``rdcc_nbytes``). The caller closes the handle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", file=path)
+    try:
+        handle = h5py.File(path, "r", **kwargs)
+    except OSError as exc:
+        raise InputError(f"cannot open {what} as HDF5: {exc}", file=path) from exc
+    attrs = plain_attrs(handle)
+    if attrs.get("schema") != schema:
+        handle.close()
+        raise InputError(f"not a {what} (schema {attrs.get('schema')!r}, expected {schema!r})",
+                         file=path)
+    if attrs.get("schema_version") != version:
+        handle.close()
+        raise MismatchError(f"{what} schema_version", version, attrs.get("schema_version"),
+                            file=path)
+    return handle
