@@ -69,10 +69,12 @@ except ModuleNotFoundError:  # run as ``python bench/train_step.py``: bench/ is 
 
 from pipeline.data.frames_store import FramesReader
 from pipeline.distributed import DistInfo
-from pipeline.models.clip import TINY_DEFAULTS, load_clip
+from pipeline.models.clip import load_clip
+from pipeline.models.clip_config import TINY_DEFAULTS
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student
 from pipeline.models.teachers.xclip import XClipTeacher
+from pipeline.precision import autocast_context
 from pipeline.train.data_loading import (
     GlobalBatchDataset,
     TeacherSource,
@@ -80,14 +82,14 @@ from pipeline.train.data_loading import (
     epoch_loader,
     move_batch,
 )
-from pipeline.train.loop import LoopConfig, autocast_context, run_training
+from pipeline.train.loop import LoopConfig, run_training
 from pipeline.train.schedule import warmup_cosine
+from pipeline.train.setup import OptimConfig, build_adamw
 from pipeline.train.student import (
-    OptimConfig,
     StudentTrainConfig,
-    build_optimizer,
     build_step_model,
     student_loss_step,
+    student_param_groups,
 )
 
 #: CLIP sizes (keys of ``pipeline.models.clip.TINY_DEFAULTS``). ViT-B/32 = OpenAI's config.
@@ -295,7 +297,7 @@ def run_training_mode(spec: RunSpec, args: argparse.Namespace, data: BenchData,
     online = spec.mode == "student+teacher"
     dataset = GlobalBatchDataset(data.items(total * spec.batch, with_cache=not online),
                                  data.frames, spec.batch, args.seed)
-    optimizer = build_optimizer(student, config.optim, device)
+    optimizer = build_adamw(student_param_groups(student, config.optim), config.optim, device)
     scheduler = warmup_cosine(optimizer, total, config.optim.warmup_fraction)
     step_model = build_step_model(student, config)
     clock = StepClock(device, args.warmup, total)
@@ -315,7 +317,7 @@ def run_training_mode(spec: RunSpec, args: argparse.Namespace, data: BenchData,
                           amp=spec.amp, log_every=config.log_every,
                           fingerprint={"bench": str(work)}),
         work_dir=work, device=device, dist_info=DistInfo(),
-        after_step=student.clamp_logit_scale,
+        after_step=student.clip.clamp_logit_scale,
         batch_size_of=lambda batch: len(batch["input_ids"]),
         on_progress=clock.on_progress,
     )

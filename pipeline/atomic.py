@@ -7,10 +7,13 @@ it), and resumable stages keep their progress inside the tmp file and continue f
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def tmp_path_for(final: str | Path) -> Path:
@@ -34,9 +37,7 @@ def atomic_output(final: str | Path, *, keep_tmp_on_error: bool = False) -> Iter
     except BaseException:
         if not keep_tmp_on_error and tmp.exists():
             if tmp.is_dir():
-                import shutil
-
-                shutil.rmtree(tmp)
+                            shutil.rmtree(tmp)
             else:
                 tmp.unlink()
         raise
@@ -69,8 +70,6 @@ def publish_dir(work: str | Path, out: str | Path) -> None:
     The old result is first renamed aside, so at every instant ``out`` is either the complete old
     or the complete new directory (never a mix), then removed.
     """
-    import shutil
-
     work, out = Path(work), Path(out)
     if out.exists():
         old = out.with_name(out.name + ".old")
@@ -81,3 +80,12 @@ def publish_dir(work: str | Path, out: str | Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(work, out)
+
+
+#: Every stage directory's description of what it holds (rank 0 writes it last, before publish).
+SUMMARY_FILE = "summary.json"
+
+
+def write_json_atomic(final: str | Path, data: Any) -> None:
+    """Pretty, key-sorted JSON (values JSON cannot hold become strings), written atomically."""
+    write_text_atomic(final, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -5,18 +5,15 @@ Real runs skip this stage and point ``--clip`` at a CLIP checkpoint directory or
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
-from pipeline.train.clip_pretrain import PretrainConfig, build_pairs, pretrain_clip
+from pipeline.train.clip_pretrain import PretrainConfig, run_clip_pretrain
 from stages.groups import main
 from stages.options import resolve_device
 
@@ -49,25 +46,15 @@ def pretrain(frames_path: str, manifest_dir: str, segments: str, out: str, clip_
     config = PretrainConfig(clip=clip_source, epochs=epochs, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, max_words=max_words, seed=seed)
     frames = FramesReader(frames_path)
-    pairs = build_pairs(frames, Path(segments), Manifest.load(manifest_dir), max_words)
     out_dir = Path(out)
-    work = tmp_path_for(out_dir)
-    torch_device = resolve_device(device)
-    steps = (len(pairs.images) // min(batch_size, len(pairs.images))) * epochs
     started = time.perf_counter()
-    with tqdm(total=steps, desc="clip pretrain", unit="step") as bar:
-        towers, result = pretrain_clip(config=config, pairs=pairs, work_dir=work / "train",
-                                       device=torch_device, on_progress=bar.update)
-    towers.model.save_pretrained(work / "model")
-    (work / "model" / "pretrain_log.tsv").write_bytes((work / "train" / "train_log.tsv")
-                                                      .read_bytes())
-    write_text_atomic(work / "model" / "summary.json", json.dumps({
-        "pairs": len(pairs.images), "steps": result.steps, "epochs": epochs,
-        "clip": clip_source, "seed": seed}, indent=2))
-    publish_dir(work / "model", out_dir)
-    shutil.rmtree(work)
-    click.echo(f"wrote {out_dir}: CLIP pre-trained on {len(pairs.images)} frame–phrase pairs, "
-               f"{result.steps} steps in {time.perf_counter() - started:.1f} s")
+    with tqdm(desc="clip pretrain", unit="step") as bar:
+        summary = run_clip_pretrain(config=config, frames=frames,
+                                    manifest=Manifest.load(manifest_dir),
+                                    segments_csv=Path(segments), out_dir=out_dir,
+                                    device=resolve_device(device), on_progress=bar.update)
+    click.echo(f"wrote {out_dir}: CLIP pre-trained on {summary['pairs']} frame–phrase pairs, "
+               f"{summary['steps']} steps in {time.perf_counter() - started:.1f} s")
 
 
 

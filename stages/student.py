@@ -20,7 +20,8 @@ from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
 from pipeline.models.student import StudentConfig
 from pipeline.train.losses import COARSE_METHODS, FINE_METHODS
-from pipeline.train.student import OptimConfig, StudentTrainConfig
+from pipeline.train.setup import OptimConfig
+from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
 from stages.options import resolve_device

@@ -16,15 +16,17 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
+from pipeline.cache.score_run import run_teacher_score
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
+from pipeline.models.imports import import_teacher
 from pipeline.models.teachers import TEACHERS
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS
-from pipeline.train.student import OptimConfig
+from pipeline.train.setup import OptimConfig
 from pipeline.train.teacher import TeacherTrainConfig
-from pipeline.train.teacher_run import import_teacher, run_teacher_score, run_teacher_train
+from pipeline.train.teacher_run import run_teacher_train
 from stages.groups import teacher
 from stages.options import resolve_device
 

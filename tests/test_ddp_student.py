@@ -21,13 +21,8 @@ from pipeline.distributed import DistInfo
 from pipeline.models.clip import load_clip
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.train.data_loading import GlobalBatchDataset
-from pipeline.train.student import (
-    StudentStep,
-    StudentTrainConfig,
-    build_training_items,
-    student_loss_step,
-)
+from pipeline.train.data_loading import GlobalBatchDataset, build_training_items
+from pipeline.train.student import StudentStep, StudentTrainConfig, student_loss_step
 from tests.student_fixtures import make_cache, make_frames, make_manifest
 
 GLOBAL_BATCH = 8

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.clip import ClipTowers, load_clip
-from pipeline.models.student import Student, StudentConfig
+from pipeline.models.student import Student, StudentConfig, student_logits
 from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.teachers.xclip import (
     XCLIP_MATRICES,
@@ -70,7 +70,8 @@ def test_afa_weights_and_logits(golden: dict[str, torch.Tensor], with_mask: bool
     student = _student(golden, "afa")
     out = student.video_from_features(y, mask)
     _close(out.frame_weights, golden["afa_weights"])
-    _close(student.logits(golden["afa_text"], out.embedding), golden["afa_logits"])
+    logits = student_logits(golden["afa_text"], out.embedding, student.clip.logit_scale)
+    _close(logits, golden["afa_logits"])
 
 
 def test_meanp_logits(golden: dict[str, torch.Tensor]) -> None:
@@ -78,7 +79,8 @@ def test_meanp_logits(golden: dict[str, torch.Tensor]) -> None:
     student = _student(golden, "mean")
     out = student.video_from_features(y, torch.ones(y.shape[:2], dtype=y.dtype))
     assert out.frame_weights is None
-    _close(student.logits(golden["afa_text"], out.embedding), golden["meanp_logits"])
+    logits = student_logits(golden["afa_text"], out.embedding, student.clip.logit_scale)
+    _close(logits, golden["meanp_logits"])
 
 
 def _head(golden: dict[str, torch.Tensor]) -> XClipHead:

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.clip import FROZEN_PREFIXES, ClipTowers, load_clip, tiny_clip_config
+from pipeline.models.clip import FROZEN_PREFIXES, ClipTowers, load_clip
+from pipeline.models.clip_config import tiny_clip_config
 from pipeline.models.convert import hf_state_dict_to_openai, openai_state_dict_to_hf
 
 TEXT_W, VIS_W, EMBED, CTX, VOCAB, PATCH, GRID = 128, 64, 48, 16, 1000, 16, 2

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from pipeline.models.clip import load_clip
+from pipeline.models.clip import MAX_LOGIT_SCALE, load_clip
 from pipeline.models.preprocess import CLIP_MEAN, CLIP_STD, normalize_frames
-from pipeline.models.student import MAX_LOGIT_SCALE, Student, StudentConfig
+from pipeline.models.student import Student, StudentConfig, student_logits
 from pipeline.models.temporal import TemporalTransformer
+from pipeline.train.student import StudentStep
 
 
 def _student(**config: object) -> Student:
@@ -23,11 +24,13 @@ def test_forward_backward_reaches_every_trainable_param() -> None:
     ids = torch.tensor([[49406, 320, 1125, 49407, 0], [49406, 3306, 1002, 49407, 0]])
     frames = torch.randn(2, 3, 3, 32, 32)
     vmask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    logits, video = student(ids, (ids > 0).long(), frames, vmask)
-    assert logits.shape == (2, 2) and video.frame_weights is not None
+    # the training path: StudentStep's features, then the logits training computes
+    sentence, embedding, weights = StudentStep(student)(ids, (ids > 0).long(), frames, vmask)
+    logits = student_logits(sentence, embedding, student.clip.logit_scale)
+    assert logits.shape == (2, 2) and weights is not None
     # Also use the T=1 weights, as the fine distillation loss does.
     loss = (
-        torch.nn.functional.cross_entropy(logits, torch.arange(2)) - video.frame_weights[:, 0].sum()
+        torch.nn.functional.cross_entropy(logits, torch.arange(2)) - weights[:, 0].sum()
     )
     loss.backward()
     for name, p in student.named_parameters():
@@ -63,7 +66,7 @@ def test_param_groups_and_clamp() -> None:
     assert placed == sorted(id(p) for p in student.parameters() if p.requires_grad)
     with torch.no_grad():
         student.clip.logit_scale.fill_(10.0)
-    student.clamp_logit_scale()
+    student.clip.clamp_logit_scale()
     assert student.clip.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE)
     assert math.exp(MAX_LOGIT_SCALE) == pytest.approx(100.0)
 

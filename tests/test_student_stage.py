@@ -13,7 +13,8 @@ from pipeline.data.frames_store import FramesReader
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
 from pipeline.models.checkpoint import load_model
-from pipeline.train.student import OptimConfig, StudentTrainConfig
+from pipeline.train.setup import OptimConfig
+from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.cli import main
 from tests.student_fixtures import make_cache, make_frames, make_manifest

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from student_fixtures import MAX_WORDS, F, make_frames, make_manifest
 
 import pipeline.cache.score as scoring
-import pipeline.train.teacher as teacher_training
+import pipeline.train.fit as teacher_training  # the validation both trainings run
 from pipeline.atomic import sha256_file
 from pipeline.cache.reader import TeacherCache
 from pipeline.cache.verify import verify

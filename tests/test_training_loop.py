@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.distributed import DistInfo
+from pipeline.errors import InputError
 from pipeline.train.batches import global_batches, rank_slice, steps_per_epoch
 from pipeline.train.loop import LoopConfig, run_training
 from pipeline.train.schedule import warmup_cosine, warmup_cosine_factor
@@ -76,7 +77,7 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Toy()
     opt = torch.optim.AdamW(model.parameters())
-    with pytest.raises(RuntimeError, match="different settings"):
+    with pytest.raises(InputError, match="different settings"):
         run_training(
             model=model, optimizer=opt, scheduler=warmup_cosine(opt, 4, 0.0),
             step_fn=lambda m, b: {"total": m(b).sum()}, batches_for_epoch=lambda e: [],

@@ -39,6 +39,7 @@ from pipeline.cache.writer import TeacherCacheWriter
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import barrier
 from pipeline.errors import InputError, MismatchError
+from pipeline.eval.adapters import TeacherRetriever
 from pipeline.eval.evaluate import (
     EvalSet,
     build_eval_set,
@@ -47,7 +48,6 @@ from pipeline.eval.evaluate import (
     evaluate_retrieval,
 )
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher, slice_features
-from pipeline.train.teacher import TeacherRetriever
 
 Autocast = Callable[[], Any]
 

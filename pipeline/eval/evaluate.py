@@ -9,6 +9,7 @@ keyed by id (captions whose video failed to decode are dropped and counted, neve
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,7 +85,7 @@ def encode_all_videos(
         pixels, mask = frames.read(chunk)
         pixels_t = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
         mask_t = torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
-        with autocast() if autocast else _null():
+        with autocast() if autocast else nullcontext():
             feats = model.encode_video(normalize_frames(pixels_t, mask_t), mask_t)
         parts.append({k: v.float() for k, v in feats.items()})
         if on_progress:
@@ -106,18 +107,10 @@ def encode_all_texts(
     for start in range(0, len(ids), batch_size):
         ids_t = torch.from_numpy(ids[start:start + batch_size]).to(device)
         mask_t = torch.from_numpy(mask[start:start + batch_size]).to(device)
-        with autocast() if autocast else _null():
+        with autocast() if autocast else nullcontext():
             feats = model.encode_text(ids_t, mask_t)
         parts.append({k: v.float() for k, v in feats.items()})
     return cat_features(parts)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @torch.no_grad()

@@ -17,13 +17,13 @@ import torch
 from pipeline.atomic import sha256_file
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError, MismatchError
+from pipeline.eval.adapters import StudentRetriever, TeacherRetriever
 from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
-from pipeline.models.checkpoint import load_model
+from pipeline.models.checkpoint import MODEL_FILE, load_model, resolve_model_path
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.train.loop import autocast_context
+from pipeline.precision import autocast_context
 
-MODEL_FILE = "model.pt"
 TEACHER_ROLE, BASELINE_ROLE, STUDENT_ROLE = "teacher", "baseline", "student"
 
 
@@ -43,20 +43,8 @@ class LoadedModel:
     extra: dict[str, Any]
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """A model directory (``<dir>/model.pt``) or a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise InputError("model checkpoint not found", file=path)
-    return path
-
-
 def load_retrieval_model(path: str | Path, device: torch.device) -> LoadedModel:
     """Load a checkpoint and wrap it in the right retrieval adapter for its kind."""
-    from pipeline.train.student import StudentRetriever
-    from pipeline.train.teacher import TeacherRetriever
 
     file = resolve_model_path(path)
     model, extra = load_model(file, map_location="cpu")

@@ -32,6 +32,19 @@ from pipeline.models.temporal import default_heads
 
 FORMAT = "teachclip-model"
 FORMAT_VERSION = 1
+#: File name of the model inside every model directory (trained, imported or pre-trained).
+MODEL_FILE = "model.pt"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model directory (``<dir>/model.pt``) or a checkpoint file; InputError if neither."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise InputError("model checkpoint not found (pass a model directory or its model.pt)",
+                         file=path)
+    return path
 
 
 def _persistent_state(model: nn.Module) -> dict[str, torch.Tensor]:

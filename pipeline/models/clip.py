@@ -21,6 +21,12 @@ import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
+from pipeline.models.clip_config import tiny_clip_config
+from pipeline.models.convert import load_openai_state_dict, openai_state_dict_to_hf
+
+#: Upper bound of log λ (λ ≤ 100), applied after every optimiser step of every model.
+MAX_LOGIT_SCALE = math.log(100.0)
+
 #: Parameter-name prefixes (inside ``CLIPModel``) that SPEC §6 keeps frozen: token/position
 #: embeddings, the patch-embedding conv, the class embedding, the vision position embedding and
 #: the pre-layernorm. They are excluded from optimiser groups and never receive gradients.
@@ -32,87 +38,6 @@ FROZEN_PREFIXES: tuple[str, ...] = (
     "vision_model.embeddings.position_embedding.",
     "vision_model.pre_layrnorm.",
 )
-
-#: Sizes of the embedded tiny CLIP (tests and the synthetic default). The vocabulary is the real
-#: CLIP BPE size so the shipped tokenizer works; text width == projection dim so seqTransf can be
-#: initialised from the text positional embedding and text layers (SPEC §2.3).
-TINY_DEFAULTS: dict[str, Any] = {
-    "text_width": 64,
-    "text_layers": 2,
-    "text_heads": 4,
-    "context_length": 77,
-    "vocab_size": 49408,
-    "vision_width": 64,
-    "vision_layers": 2,
-    "vision_heads": 4,
-    "image_size": 32,
-    "patch_size": 8,
-    "projection_dim": 64,
-    "logit_scale_init": math.log(1 / 0.07),
-}
-
-
-def clip_config_from_sizes(
-    *,
-    text_width: int,
-    text_layers: int,
-    text_heads: int,
-    context_length: int,
-    vocab_size: int,
-    vision_width: int,
-    vision_layers: int,
-    vision_heads: int,
-    image_size: int,
-    patch_size: int,
-    projection_dim: int,
-    logit_scale_init: float = math.log(1 / 0.07),
-    layer_norm_eps: float = 1e-5,
-) -> CLIPConfig:
-    """Build an OpenAI-style ``CLIPConfig`` (QuickGELU, MLP 4×width, SOT/EOT ids at the top).
-
-    Used both by the tiny config and by the OpenAI→HF converter so that the two agree on every
-    convention that is not stored in a state dict (activation, LN eps, special ids).
-    """
-    text = {
-        "vocab_size": vocab_size,
-        "hidden_size": text_width,
-        "intermediate_size": 4 * text_width,
-        "num_hidden_layers": text_layers,
-        "num_attention_heads": text_heads,
-        "max_position_embeddings": context_length,
-        "hidden_act": "quick_gelu",
-        "layer_norm_eps": layer_norm_eps,
-        "bos_token_id": vocab_size - 2,
-        "eos_token_id": vocab_size - 1,
-        "pad_token_id": 0,
-    }
-    vision = {
-        "hidden_size": vision_width,
-        "intermediate_size": 4 * vision_width,
-        "num_hidden_layers": vision_layers,
-        "num_attention_heads": vision_heads,
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "hidden_act": "quick_gelu",
-        "layer_norm_eps": layer_norm_eps,
-    }
-    return CLIPConfig(
-        text_config=text,
-        vision_config=vision,
-        projection_dim=projection_dim,
-        logit_scale_init_value=logit_scale_init,
-    )
-
-
-def tiny_clip_config(**overrides: Any) -> CLIPConfig:
-    """The embedded tiny CLIP (``TINY_DEFAULTS`` with ``overrides`` applied by key)."""
-    unknown = set(overrides) - set(TINY_DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"unknown tiny CLIP option(s) {sorted(unknown)}; known: {sorted(TINY_DEFAULTS)}"
-        )
-    return clip_config_from_sizes(**{**TINY_DEFAULTS, **overrides})
-
 
 class ClipTowers(nn.Module):
     """Text and vision towers of one CLIP with the official feature conventions.
@@ -166,6 +91,11 @@ class ClipTowers(nn.Module):
     def logit_scale(self) -> nn.Parameter:
         """log λ; callers use ``logit_scale.exp()`` and clamp it to ≤ ln 100 after each step."""
         return self.model.logit_scale
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep λ ≤ 100 after every optimiser step, as CLIP and TeachCLIP do (every model)."""
+        self.model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
 
     # ------------------------------------------------------------------ behaviour
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -347,8 +277,6 @@ def load_clip(
         hf = hf.float()
         return ClipTowers(hf.config, model=hf, gradient_checkpointing=gradient_checkpointing)
     if path.is_file():
-        from pipeline.models.convert import load_openai_state_dict, openai_state_dict_to_hf
-
         config, hf_sd = openai_state_dict_to_hf(load_openai_state_dict(path))
         towers = ClipTowers(config, gradient_checkpointing=gradient_checkpointing)
         load_hf_state_dict(towers.model, hf_sd, source=str(path))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig
 
-from pipeline.models.clip import clip_config_from_sizes
+from pipeline.models.clip_config import clip_config_from_sizes
 
 #: Non-tensor entries of OpenAI JIT state dicts that carry no weights.
 JIT_INT_KEYS = ("input_resolution", "context_length", "vocab_size")

@@ -6,7 +6,6 @@ its temperature-1 weights are what the teachers' frame relevance supervises.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -19,7 +18,6 @@ from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.temporal import TemporalTransformer, build_seq_transf
 
 #: Upper bound of λ (SPEC: clamp logit_scale ≤ ln 100 after every optimiser step).
-MAX_LOGIT_SCALE = math.log(100.0)
 
 
 @dataclass(frozen=True)
@@ -144,26 +142,7 @@ class Student(nn.Module):
         """Normalised frames [B,F,3,H,W] + mask [B,F] → ``VideoOutput``."""
         return self.video_from_features(self.clip.encode_frames(frames), video_mask)
 
-    def logits(self, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """λ·ŝ·v̂ᵀ [Bt,Bv] with λ = exp(logit_scale) (rows = texts)."""
-        return self.clip.logit_scale.exp() * F.normalize(s, dim=-1) @ F.normalize(v, dim=-1).T
-
-    def forward(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        video_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, VideoOutput]:
-        """Training step features: in-batch logits [B,B] and the video output (frame weights)."""
-        video = self.encode_video(frames, video_mask)
-        return self.logits(self.encode_text(ids, mask), video.embedding), video
-
     @torch.no_grad()
-    def clamp_logit_scale(self, max_value: float = MAX_LOGIT_SCALE) -> None:
-        """Keep λ ≤ 100 (called after every optimiser step, as the official code does)."""
-        self.clip.logit_scale.clamp_(max=max_value)
-
     def param_groups(
         self,
         lr: float,
@@ -182,3 +161,18 @@ class Student(nn.Module):
             weight_decay=weight_decay,
             multipliers={"afa.": afa_lr_multiplier},
         )
+
+
+def student_logits(sentence: torch.Tensor, video: torch.Tensor, logit_scale: torch.Tensor
+                   ) -> torch.Tensor:
+    """λ·ŝ·v̂ᵀ [Bt,Bv] with λ = exp(logit_scale) (rows = texts): the student's retrieval score.
+
+    Training (on the gathered global batch) and the golden test both call this function, so the
+    checked path is the trained one. Computed in float32 even under autocast: bf16 would round
+    λ≈100-scaled logits to ±0.25.
+    """
+    dtype = torch.promote_types(sentence.dtype, torch.float32)  # float64 stays (golden tests)
+    with torch.autocast(device_type=sentence.device.type, enabled=False):
+        s = F.normalize(sentence.to(dtype), dim=-1)
+        v = F.normalize(video.to(dtype), dim=-1)
+        return logit_scale.exp().to(dtype) * s @ v.T

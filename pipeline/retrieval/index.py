@@ -43,7 +43,7 @@ from pipeline.eval.model_eval import LoadedModel, check_frames_fit
 from pipeline.h5schema import open_checked, plain_attrs
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
-from pipeline.train.loop import autocast_context
+from pipeline.precision import autocast_context
 
 SCHEMA = "teachclip.embeddings"
 SCHEMA_VERSION = 1

@@ -10,8 +10,9 @@ that filler carries no information, which is where frame weighting and distillat
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,23 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import __version__
+from pipeline.atomic import SUMMARY_FILE, publish_dir, tmp_path_for, write_json_atomic
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
-from pipeline.models.clip import ClipTowers, load_clip
+from pipeline.models.clip import ClipTowers
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.train.batches import global_batches
-from pipeline.train.loop import LoopConfig, TrainResult, run_training
+from pipeline.train.loop import TRAIN_LOG, LoopConfig, TrainResult, run_training
 from pipeline.train.losses import symmetric_infonce
 from pipeline.train.schedule import warmup_cosine
+from pipeline.train.setup import (
+    OptimConfig,
+    build_adamw,
+    check_batch,
+    resume_fingerprint,
+    seeded_towers,
+)
 
 
 @dataclass
@@ -106,15 +114,15 @@ def pretrain_clip(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[ClipTowers, TrainResult]:
     """Contrastive image–text training of a CLIP from ``config.clip`` (usually ``tiny``)."""
-    towers = load_clip(config.clip, seed=config.seed).to(device)
+    towers = seeded_towers(config.clip, config.seed, freeze=False).to(device)
     step_model = _ImageTextStep(towers)
     n = len(pairs.images)
-    batch = min(config.batch_size, n)
+    batch = config.batch_size
+    check_batch(n, batch, 1, "frame-phrase pairs")
     steps = n // batch
-    optimizer = torch.optim.AdamW(
-        [p for p in towers.parameters() if p.requires_grad], lr=config.lr,
-        betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay,
-    )
+    optim = OptimConfig(epochs=config.epochs, batch_size=batch, lr=config.lr,
+                        weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction)
+    optimizer = build_adamw([p for p in towers.parameters() if p.requires_grad], optim, device)
     scheduler = warmup_cosine(optimizer, steps * config.epochs, config.warmup_fraction)
     images = torch.from_numpy(pairs.images)
     ids = torch.from_numpy(pairs.token_ids)
@@ -132,17 +140,12 @@ def pretrain_clip(
         loss = symmetric_infonce(logits)
         return {"total": loss, "gt": loss.detach()}
 
-    def clamp() -> None:
-        with torch.no_grad():
-            towers.logit_scale.clamp_(max=4.6052)
-
     result = run_training(
         model=step_model, optimizer=optimizer, scheduler=scheduler, step_fn=step_fn,
         batches_for_epoch=batches, steps_per_epoch=steps,
         config=LoopConfig(epochs=config.epochs, seed=config.seed, log_every=config.log_every,
-                          fingerprint={"config": asdict(config), "n_pairs": n,
-                                       "version": __version__}),
-        work_dir=work_dir, device=device, dist_info=DistInfo(), after_step=clamp,
+                          fingerprint=resume_fingerprint(config, {"n_pairs": n})),
+        work_dir=work_dir, device=device, dist_info=DistInfo(), after_step=towers.clamp_logit_scale,
         batch_size_of=lambda item: len(item[0]), on_progress=on_progress,
     )
     return towers, result
@@ -161,3 +164,24 @@ def build_pairs(frames: Any, segments_csv: Path, manifest: Any, max_words: int
                                        segments, train_ids)
     token_ids, token_mask = ClipTokenizer.default().encode(texts, max_words)
     return ImageTextPairs(images, np.asarray(token_ids), np.asarray(token_mask))
+
+
+def run_clip_pretrain(*, config: PretrainConfig, frames: Any, manifest: Any, segments_csv: Path,
+                      out_dir: Path, device: torch.device,
+                      on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Pre-train in ``<out>.tmp`` (resumable) and publish ``<out>`` in the Hugging Face layout
+    with ``pretrain_log.tsv`` and ``summary.json``; returns the summary."""
+    pairs = build_pairs(frames, segments_csv, manifest, config.max_words)
+    work = tmp_path_for(out_dir)
+    towers, result = pretrain_clip(config=config, pairs=pairs, work_dir=work / "train",
+                                   device=device, on_progress=on_progress)
+    towers.model.save_pretrained(work / "model")
+    log = work / "train" / TRAIN_LOG
+    (work / "model" / "pretrain_log.tsv").write_bytes(log.read_bytes() if log.exists() else b"")
+    summary = {"pairs": len(pairs.images), "steps": result.steps, "epochs": config.epochs,
+               "clip": config.clip, "seed": config.seed}
+    write_json_atomic(work / "model" / SUMMARY_FILE, summary)
+    publish_dir(work / "model", out_dir)
+    shutil.rmtree(work)
+    return summary
+

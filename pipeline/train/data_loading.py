@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data.manifest import Manifest
+from pipeline.data.selection import select_split
 from pipeline.train.batches import global_batches, rank_slice
 
 
@@ -137,3 +139,26 @@ def tokenize_all(tokenizer: Any, texts: Sequence[str], max_words: int) -> tuple[
     """Tokenise every caption once (never per batch)."""
     ids, mask = tokenizer.encode(list(texts), max_words)
     return np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.int64)
+
+
+def build_training_items(
+    manifest: Manifest,
+    frames: Any,
+    tokenizer: Any,
+    max_words: int,
+    caches: Sequence[Any],
+) -> tuple[TrainingItems, int]:
+    """Train-split captions whose video is in frames.h5, with rows into every teacher cache.
+
+    Returns the items and the number of captions dropped because their video failed to decode.
+    """
+    selection = select_split(manifest, frames, "train")
+    captions = selection.captions
+    ids, mask = tokenize_all(tokenizer, list(captions["text"]), max_words)
+    frame_rows = np.array([frames.row_of(v) for v in captions["video_id"]], dtype=np.int64)
+    sources = []
+    for cache in caches:
+        rows = np.asarray(cache.row_of_caption(list(captions["caption_id"])), dtype=np.int64)
+        cols = np.asarray(cache.col_of_video(list(captions["video_id"])), dtype=np.int64)
+        sources.append(TeacherSource(cache, rows, cols))
+    return TrainingItems(ids, mask, frame_rows, sources), selection.dropped_captions

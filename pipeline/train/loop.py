@@ -14,7 +14,6 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,13 @@ from torch import nn
 
 from pipeline.atomic import atomic_output
 from pipeline.distributed import DistInfo, barrier
+from pipeline.errors import InputError
+from pipeline.precision import autocast_context
 
 STATE_FILE = "state.pt"
 TRAIN_LOG = "train_log.tsv"
 VAL_LOG = "val_log.tsv"
+BEST_FILE = "best.pt"
 
 
 @dataclass
@@ -85,14 +87,6 @@ def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
     """Stable hash of the run's identity (params, inputs); resume refuses a different one."""
     blob = json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
-
-
-def autocast_context(device: torch.device, amp: str):
-    """Autocast for the requested precision (no-op for ``none``)."""
-    if amp == "none":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _truncate_tsv(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
@@ -179,10 +173,10 @@ def run_training(
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state.get("fingerprint") != run_hash:
-            raise RuntimeError(
-                f"{state_path}: a resumable run with different settings or inputs exists; "
-                "delete the work directory to start over"
-            )
+            raise InputError(
+                "an interrupted run with different settings or inputs is waiting here: rerun "
+                "with the settings and inputs of that run to resume it, or delete this "
+                "directory to start over", file=work_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -271,10 +265,10 @@ def run_training(
             if score > best_metric:
                 best_metric, best_epoch, best_metrics = score, epoch, dict(metrics)
                 if save_best is not None:
-                    save_best(work_dir / "best.pt")
+                    save_best(work_dir / BEST_FILE)
         elif evaluate is None and dist_info.is_main and save_best is not None:
             best_epoch = epoch
-            save_best(work_dir / "best.pt")
+            save_best(work_dir / BEST_FILE)
         if dist_info.is_main:
             with atomic_output(state_path) as tmp:
                 torch.save({

@@ -11,7 +11,6 @@ the role ``student``/``baseline``), ``train_log.tsv``, ``val_log.tsv``, ``summar
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,18 +18,15 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic import publish_dir, tmp_path_for, write_text_atomic
+from pipeline.atomic import tmp_path_for
 from pipeline.cache.reader import TeacherCache
 from pipeline.data.manifest import Manifest
+from pipeline.data.selection import select_split
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
-from pipeline.models.checkpoint import load_model, save_model
-from pipeline.train.loop import STATE_FILE, TRAIN_LOG, VAL_LOG
+from pipeline.train.publish import publish_trained
+from pipeline.train.setup import jsonable
 from pipeline.train.student import StudentTrainConfig, train_student
-
-MODEL_FILE = "model.pt"
-SUMMARY_FILE = "summary.json"
-BEST_FILE = "best.pt"
 
 
 @dataclass
@@ -42,14 +38,6 @@ class StudentRunResult:
     best_metrics: dict[str, float]
     resumed_from_epoch: int
     summary: dict[str, Any]
-
-
-def train_captions(manifest: Manifest, frames: Any) -> tuple[list[str], list[str]]:
-    """Train caption ids (whose video is in frames.h5) and their distinct video ids."""
-    train = manifest.split("train")
-    present = set(frames.video_ids)
-    captions = train.captions[train.captions["video_id"].isin(present)]
-    return list(captions["caption_id"]), sorted(set(captions["video_id"]))
 
 
 def open_caches(
@@ -65,7 +53,8 @@ def open_caches(
     Checked (MismatchError naming both values): F, L, every train caption and video present,
     frames.h5 content digest, manifest digest. Runs before any model is built.
     """
-    caption_ids, video_ids = train_captions(manifest, frames)
+    selection = select_split(manifest, frames, "train")
+    caption_ids, video_ids = list(selection.captions["caption_id"]), selection.video_ids
     caches = []
     for path in paths:
         cache = TeacherCache(path)
@@ -121,17 +110,11 @@ def run_student(
     work = tmp_path_for(out)
     fingerprint = {"frames_digest": str(frames.digest), "manifest_digest": manifest.digest(),
                    "caches": provenance, "eval_split": eval_split}
-    try:
-        student, result, summary = train_student(
-            config=config, manifest=manifest, frames=frames, caches=caches, work_dir=work,
-            device=device, dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
-            on_progress=on_progress,
-        )
-    except RuntimeError as exc:
-        if (work / STATE_FILE).exists() and "different settings" in str(exc):
-            raise InputError(f"{exc} (or rerun with the settings and inputs of the "
-                             "interrupted run to resume it)", file=work) from exc
-        raise
+    student, result, summary = train_student(
+        config=config, manifest=manifest, frames=frames, caches=caches, work_dir=work,
+        device=device, dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
+        on_progress=on_progress,
+    )
     role = "student" if caches else "baseline"
     full_summary = {
         "name": name or out.name,
@@ -144,33 +127,15 @@ def run_student(
         "teachers": provenance,
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
-        "config": _jsonable(asdict(config)),
+        "config": jsonable(asdict(config)),
         **summary,
     }
     if dist_info.is_main:
-        best = work / BEST_FILE
-        if not best.exists():
-            raise RuntimeError(f"{work}: training finished without a best checkpoint")
-        model, extra = load_model(best)
-        save_model(work / MODEL_FILE, model, extra={**extra, "role": role, "name":
-                                                   full_summary["name"], "teachers": provenance})
-        best.unlink()
-        (work / STATE_FILE).unlink(missing_ok=True)
-        for log in (TRAIN_LOG, VAL_LOG):  # dvc plots expect the files even if empty
-            if not (work / log).exists():
-                (work / log).write_text("", encoding="utf-8")
-        write_text_atomic(work / SUMMARY_FILE,
-                          json.dumps(full_summary, indent=2, sort_keys=True) + "\n")
-        publish_dir(work, out)
+        publish_trained(work, out, summary=full_summary,
+                        provenance={"role": role, "name": full_summary["name"],
+                                    "teachers": provenance})
     barrier()
     del student
     return StudentRunResult(out, result.best_epoch, result.best_metrics,
                             result.resumed_from_epoch, full_summary)
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
