@@ -10,15 +10,19 @@ from stages.groups import main
 # Stage modules register themselves on import (keep this list sorted).
 STAGE_MODULES: list[str] = [
     "cache",
-    "clip",
+    "clip_pretrain",
     "data_import",
     "data_synth",
+    "embed",
     "evaluate",
     "frames",
     "index",
     "report",
-    "student",
-    "teacher",
+    "search",
+    "student_train",
+    "teacher_import",
+    "teacher_score",
+    "teacher_train",
 ]
 
 for _name in STAGE_MODULES:

@@ -8,56 +8,12 @@ stay short and every value lives in params.yaml, while an explicit CLI option st
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from pipeline.errors import TeachclipError
-
-
-def _underscore_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k).replace("-", "_"): _underscore_keys(v) for k, v in value.items()}
-    return value
-
-
-def load_params(path: str | Path) -> dict[str, Any]:
-    """Read a params YAML file into a nested dict (dashes in keys become underscores)."""
-    path = Path(path)
-    if not path.is_file():
-        raise click.BadParameter(f"params file not found: {path}", param_hint="--params")
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path}: top level must be a mapping", param_hint="--params")
-    return _underscore_keys(data)
-
-
-def defaults_for(command: click.Command, section: dict[str, Any]) -> dict[str, Any]:
-    """Translate a params section into click's ``default_map`` for ``command``.
-
-    YAML keys are option names (``out``, ``batch_size``); click looks defaults up by parameter
-    name, which differs when an option names its destination (``--out`` → ``out_dir``). Sub-
-    sections of groups are translated recursively; keys that match nothing are kept as they are
-    (commands such as ``teacher train --name`` read their own entries from the raw params).
-    """
-    out = dict(section)
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            key = name.replace("-", "_")
-            if isinstance(section.get(key), dict):
-                out[key] = defaults_for(sub, section[key])
-                if key != name:
-                    out[name] = out[key]
-        return out
-    for param in command.params:
-        for opt in getattr(param, "opts", []):
-            key = opt.lstrip("-").replace("-", "_")
-            if key in section and param.name is not None and key != param.name:
-                out[param.name] = section[key]
-    return out
+from stages.params import defaults_for, load_params
 
 
 class TeachclipGroup(click.Group):

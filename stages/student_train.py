@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 import torch
-from click.core import ParameterSource
 from tqdm import tqdm
 
 from pipeline.data.frames_store import FramesReader
@@ -25,6 +24,7 @@ from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
 from stages.options import resolve_device
+from stages.params import apply_entry, named_entry
 
 _OPT = OptimConfig()
 _CFG = StudentTrainConfig()
@@ -33,23 +33,12 @@ _ARCH = StudentConfig()
 
 def apply_named_run(ctx: click.Context, name: str | None, values: dict[str, Any]) -> None:
     """Fill options not given on the command line from ``params['students'][name]``."""
-    if not name:
-        return
-    params = ctx.find_root().obj.get("params", {}) if ctx.find_root().obj else {}
-    runs = params.get("students", {}) or {}
-    if name not in runs:
-        if runs:
-            raise InputError(f"no students.{name} in params (known: {sorted(runs)})")
-        return
-    run = dict(runs[name] or {})
+    run = named_entry(ctx, "students", name)
     if "cache" not in run and "caches" in run:
         run["cache"] = run.pop("caches")
-    unknown = sorted(set(run) - set(values))
-    if unknown:
-        raise InputError(f"students.{name}: unknown option(s) {unknown}")
-    for key, value in run.items():
-        if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
-            values[key] = tuple(value) if key == "cache" else value
+    if "cache" in run:
+        run["cache"] = tuple(run["cache"] or ())
+    apply_entry(ctx, run, values, f"students.{name}")
 
 
 def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:

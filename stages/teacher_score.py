@@ -1,0 +1,84 @@
+"""``teachclip teacher score``: score every train caption × video once into a teacher cache.
+
+Option precedence: command line > ``teachers: {NAME: {score: {...}}}`` in params.yaml (with
+``--name``) > the ``teacher: {score: {...}}`` section > built-in defaults. Under
+``torchrun --nproc_per_node=N`` the caption rows are split across ranks into one cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from pipeline.cache.score_run import run_teacher_score
+from pipeline.data.frames_store import FramesReader
+from pipeline.data.manifest import Manifest
+from pipeline.distributed import cleanup, init_distributed
+from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS
+from stages.groups import teacher
+from stages.options import device_type, resolve_device
+from stages.params import apply_entry, named_entry
+
+
+@teacher.command("score")
+@click.option("--name", required=True, help="Teacher name; reads params teachers.NAME.score.")
+@click.option("--model", default=None, type=click.Path(),
+              help="Teacher model dir or .pt [default: data/teachers/NAME/model].")
+@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output directory (cache.h5, metrics.json) [default: "
+                   "data/teachers/NAME/cache].")
+@click.option("--split", default="train", show_default=True, help="Split to cache.")
+@click.option("--metrics-split", default="test", show_default=True,
+              help="Split for the teacher's own metrics ('' = skip).")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Texts/videos per encoder batch.")
+@click.option("--block-rows", type=int, default=None,
+              help="Caption rows per resumable block [default: ~1024, whole chunks].")
+@click.option("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS, show_default=True,
+              help="Pairs the head scores at once (memory vs speed).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none",
+              show_default=True, help="Autocast for the encoders (the head stays float32).")
+@click.pass_context
+def score(ctx: click.Context, **values: Any) -> None:
+    """Score teacher NAME on every caption × video of --split into a cache (resumable)."""
+    name = values["name"]
+    entry = named_entry(ctx, "teachers", name).get("score") or {}
+    apply_entry(ctx, dict(entry), values, f"teachers.{name}.score")
+    model = values["model"] or f"data/teachers/{name}/model"
+    out = values["out"] or f"data/teachers/{name}/cache"
+    dist_info = init_distributed(device_type(values["device"]))
+    try:
+        device = resolve_device(values["device"], dist_info.local_rank)
+        manifest = Manifest.load(values["manifest_dir"])
+        frames = FramesReader(values["frames_path"])
+        with tqdm(desc=f"score {name}", unit="caption", disable=not dist_info.is_main) as bar:
+            def start(total: int) -> None:
+                bar.reset(total=total)
+
+            run = run_teacher_score(
+                model=model, manifest=manifest, frames=frames, out_dir=out, device=device,
+                dist_info=dist_info, name=name, split=values["split"],
+                metrics_split=values["metrics_split"], batch_size=values["batch_size"],
+                block_rows=values["block_rows"], chunk_pairs=values["chunk_pairs"],
+                amp=values["amp"], on_start=start, on_progress=bar.update,
+            )
+    finally:
+        cleanup()
+    if dist_info.is_main:
+        r = run.result
+        done = (f"{r.blocks_computed}/{r.blocks_total} blocks computed here"
+                + (f" × {dist_info.world_size} ranks" if dist_info.world_size > 1 else ""))
+        click.echo(f"wrote {run.out_dir}: {r.n_captions} captions × {r.n_videos} videos, "
+                   f"{run.cache_bytes / 2**20:.1f} MiB "
+                   f"({run.cache_bytes / max(1, r.n_captions):.0f} B/caption); {done}, "
+                   f"{r.pairs_per_s:,.0f} pairs/s")
+        if run.metrics is not None:
+            m = run.metrics
+            click.echo(f"teacher {m['split']} metrics: R@1 {m['R1']:.1f} R@5 {m['R5']:.1f} "
+                       f"R@10 {m['R10']:.1f} MdR {m['MedianR']:g} MnR {m['MeanR']:.1f}")
