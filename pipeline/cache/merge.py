@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -46,20 +47,40 @@ def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
     paths = [Path(p) for p in shard_paths]
     if not paths:
         raise InputError("no shard files to merge")
-    infos = []
-    for path in paths:
-        with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION,
-                          what="teacher cache shard") as handle:
-            attrs = plain_attrs(handle)
-            infos.append({
-                "path": path, "attrs": attrs,
-                "caption_ids": list(handle["caption_ids"].asstr()[:]),
-                "video_ids": list(handle["video_ids"].asstr()[:]),
-                "caption_video": handle["caption_video"][:],
-                "rows_done": handle["rows_done"][:].astype(bool),
-                "sim_shape": handle["sim"].shape,
-                "max_frames": handle["relevance"].shape[1],
-            })
+    infos = [_read_shard(path) for path in paths]
+    common = _check_agreement(infos)
+    owner = _block_owners(infos)
+    rel_names = [] if copy else _relative_sources(infos, final_path.parent.resolve())
+    tmp = tmp_path_for(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with h5py.File(tmp, "w", libver=("v110", "latest")) as out:
+            _write_merged(out, infos, common, owner, rel_names, copy, on_progress)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    os.replace(tmp, final_path)
+    return final_path
+
+
+def _read_shard(path: Path) -> dict[str, Any]:
+    """A shard's attributes, ids and progress flags (the big ``sim`` stays on disk)."""
+    with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION,
+                      what="teacher cache shard") as handle:
+        return {
+            "path": path, "attrs": plain_attrs(handle),
+            "caption_ids": list(handle["caption_ids"].asstr()[:]),
+            "video_ids": list(handle["video_ids"].asstr()[:]),
+            "caption_video": handle["caption_video"][:],
+            "rows_done": handle["rows_done"][:].astype(bool),
+            "sim_shape": handle["sim"].shape,
+            "max_frames": handle["relevance"].shape[1],
+        }
+
+
+def _check_agreement(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The attributes every shard shares (MismatchError naming the shard that differs)."""
     ref = infos[0]
     common = {k: v for k, v in ref["attrs"].items() if k not in SHARD_ATTRS + ("layout",)}
     for info in infos[1:]:
@@ -74,7 +95,12 @@ def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
         if not np.array_equal(info["caption_video"], ref["caption_video"]):
             raise MismatchError("caption_video", f"same as {ref['path'].name}",
                                 "different values", file=info["path"])
-    n_blocks = ref["rows_done"].shape[0]
+    return common
+
+
+def _block_owners(infos: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Index of the shard that wrote each block; every block exactly once."""
+    n_blocks = infos[0]["rows_done"].shape[0]
     owner = np.full(n_blocks, -1, dtype=np.int64)
     for index, info in enumerate(infos):
         for b in np.flatnonzero(info["rows_done"]):
@@ -85,64 +111,69 @@ def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
     if (owner < 0).any():
         raise CacheIntegrityError(f"block {int(np.flatnonzero(owner < 0)[0])} is in no shard "
                                   f"({int((owner < 0).sum())} of {n_blocks} missing)")
+    return owner
+
+
+def _relative_sources(infos: Sequence[dict[str, Any]], final_dir: Path) -> list[str]:
+    """Shard paths relative to the merged file's directory (HDF5 resolves them there)."""
+    names = []
+    for info in infos:
+        rel = os.path.relpath(info["path"].resolve(), final_dir)
+        if rel.startswith(".."):
+            raise InputError(f"shard must be in the merged file's directory "
+                             f"{final_dir} (or use copy=True)", file=info["path"])
+        names.append(rel)
+    return names
+
+
+def _write_merged(out: h5py.File, infos: Sequence[dict[str, Any]], common: dict[str, Any],
+                  owner: np.ndarray, rel_names: Sequence[str], copy: bool,
+                  on_progress: Callable[[int], None] | None) -> None:
+    """Small datasets copied; ``sim`` copied (``copy``) or a virtual dataset over the shards."""
+    ref = infos[0]
     block_rows = int(common["block_rows"])
     n_c, n_v = ref["sim_shape"]
     n_f = ref["max_frames"]
-    final_dir = final_path.parent.resolve()
-    rel_names = []
+    out.attrs.update(common)
+    out.attrs["layout"] = "merged" if copy else "virtual"
     if not copy:
-        for info in infos:
-            rel = os.path.relpath(info["path"].resolve(), final_dir)
-            if rel.startswith(".."):
-                raise InputError(f"shard must be in the merged file's directory "
-                                 f"{final_dir} (or use copy=True)", file=info["path"])
-            rel_names.append(rel)
+        out.attrs["vds_sources_json"] = json.dumps(list(rel_names))
+    write_small(out, ref["caption_ids"], ref["video_ids"], ref["caption_video"])
+    rel_chunk = (min(n_c, block_rows), n_f)
+    out.create_dataset("relevance", shape=(n_c, n_f), dtype=np.float32,
+                       chunks=rel_chunk, fillvalue=np.float32(np.nan))
+    out.create_dataset("frame_mask", shape=(n_c, n_f), dtype=bool, chunks=rel_chunk)
+    out.create_dataset("rows_done", data=np.ones(len(owner), dtype=bool))
+    if copy:
+        out.create_dataset("sim", shape=(n_c, n_v), dtype=np.float16,
+                           chunks=chunk_shape(n_c, n_v, block_rows),
+                           fillvalue=np.float16(np.nan))
+    else:
+        layout = h5py.VirtualLayout(shape=(n_c, n_v), dtype=np.float16)
+    for index, info in enumerate(infos):
+        ranges = block_rows_ranges(np.flatnonzero(owner == index).tolist(), block_rows, n_c)
+        with h5py.File(info["path"], "r") as src:
+            for start, stop in ranges:
+                out["relevance"][start:stop] = src["relevance"][start:stop]
+                out["frame_mask"][start:stop] = src["frame_mask"][start:stop]
+                if copy:
+                    _copy_rows(src["sim"], out["sim"], start, stop, on_progress)
+        if not copy:
+            source = h5py.VirtualSource(rel_names[index], "sim", shape=(n_c, n_v),
+                                        dtype=np.float16)
+            for start, stop in ranges:
+                layout[start:stop] = source[start:stop]
+    if not copy:
+        # NaN fill: a missing source reads as NaN, which verify() reports.
+        out.create_virtual_dataset("sim", layout, fillvalue=np.float16(np.nan))
 
-    tmp = tmp_path_for(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as out:
-            out.attrs.update(common)
-            out.attrs["layout"] = "merged" if copy else "virtual"
-            if not copy:
-                out.attrs["vds_sources_json"] = json.dumps(rel_names)
-            write_small(out, ref["caption_ids"], ref["video_ids"], ref["caption_video"])
-            rel_chunk = (min(n_c, block_rows), n_f)
-            out.create_dataset("relevance", shape=(n_c, n_f), dtype=np.float32,
-                               chunks=rel_chunk, fillvalue=np.float32(np.nan))
-            out.create_dataset("frame_mask", shape=(n_c, n_f), dtype=bool, chunks=rel_chunk)
-            out.create_dataset("rows_done", data=np.ones(n_blocks, dtype=bool))
-            if copy:
-                chunks = chunk_shape(n_c, n_v, block_rows)
-                out.create_dataset("sim", shape=(n_c, n_v), dtype=np.float16, chunks=chunks,
-                                   fillvalue=np.float16(np.nan))
-            else:
-                layout = h5py.VirtualLayout(shape=(n_c, n_v), dtype=np.float16)
-            for index, info in enumerate(infos):
-                blocks = np.flatnonzero(owner == index).tolist()
-                ranges = block_rows_ranges(blocks, block_rows, n_c)
-                with h5py.File(info["path"], "r") as src:
-                    for start, stop in ranges:
-                        out["relevance"][start:stop] = src["relevance"][start:stop]
-                        out["frame_mask"][start:stop] = src["frame_mask"][start:stop]
-                        if copy:
-                            step = max(1, STREAM_ELEMENTS // max(1, n_v))
-                            for s0 in range(start, stop, step):
-                                s1 = min(s0 + step, stop)
-                                out["sim"][s0:s1] = src["sim"][s0:s1]
-                                if on_progress is not None:
-                                    on_progress(s1 - s0)
-                if not copy:
-                    source = h5py.VirtualSource(rel_names[index], "sim", shape=(n_c, n_v),
-                                                dtype=np.float16)
-                    for start, stop in ranges:
-                        layout[start:stop] = source[start:stop]
-            if not copy:
-                # NaN fill: a missing source reads as NaN, which verify() reports.
-                out.create_virtual_dataset("sim", layout, fillvalue=np.float16(np.nan))
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    os.replace(tmp, final_path)
-    return final_path
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, start: int, stop: int,
+               on_progress: Callable[[int], None] | None) -> None:
+    """Stream rows [start, stop) of ``sim`` in slabs of about STREAM_ELEMENTS values."""
+    step = max(1, STREAM_ELEMENTS // max(1, src.shape[1]))
+    for s0 in range(start, stop, step):
+        s1 = min(s0 + step, stop)
+        dst[s0:s1] = src[s0:s1]
+        if on_progress is not None:
+            on_progress(s1 - s0)

@@ -46,7 +46,6 @@ def verify(
         handle = h5py.File(path, "r")
     except OSError as exc:
         return [f"{path}: cannot open as HDF5 ({exc})"]
-    problems: list[str] = []
     with handle:
         attrs = plain_attrs(handle)
         problem = schema_problem(attrs, SCHEMA, SCHEMA_VERSION)
@@ -55,75 +54,101 @@ def verify(
         missing = [name for name in REQUIRED_DATASETS if name not in handle]
         if missing:
             return [f"missing dataset(s): {', '.join(missing)}"]
-        for key in META_ATTRS + ("block_rows", "layout"):
-            if key not in attrs:
-                problems.append(f"missing attribute {key!r}")
-        n_c = handle["caption_ids"].shape[0]
-        n_v = handle["video_ids"].shape[0]
-        expected_shapes = {"caption_video": (n_c,), "sim": (n_c, n_v)}
-        n_f = handle["relevance"].shape[1] if handle["relevance"].ndim == 2 else None
-        expected_shapes["relevance"] = (n_c, n_f)
-        expected_shapes["frame_mask"] = (n_c, n_f)
-        block_rows = int(attrs.get("block_rows", 0) or 0)
-        n_blocks = math.ceil(n_c / block_rows) if block_rows > 0 else None
-        if n_blocks is None:
-            problems.append(f"block_rows attribute is {attrs.get('block_rows')!r}")
-        else:
-            expected_shapes["rows_done"] = (n_blocks,)
-        shape_ok = True
-        for name, shape in expected_shapes.items():
-            if handle[name].shape != shape:
-                problems.append(f"{name} has shape {handle[name].shape}, expected {shape} "
-                                f"(caption_ids: {n_c}, video_ids: {n_v})")
-                shape_ok = False
-        if n_f is not None and "max_frames" in attrs and n_f != attrs["max_frames"]:
-            problems.append(f"relevance has {n_f} frames but attribute max_frames is "
-                            f"{attrs['max_frames']}")
-        dtypes = {"sim": np.float16, "relevance": np.float32, "caption_video": np.int64,
-                  "frame_mask": np.bool_, "rows_done": np.bool_}
-        for name, dtype in dtypes.items():
-            if handle[name].dtype != dtype:
-                problems.append(f"{name} dtype is {handle[name].dtype}, expected "
-                                f"{np.dtype(dtype)}")
-        for name in ("caption_ids", "video_ids"):
-            ids = handle[name].asstr()[:]
-            unique, counts = np.unique(ids, return_counts=True)
-            if (counts > 1).any():
-                problems.append(f"{name} has duplicates, e.g. {unique[counts > 1][0]!r}")
-        cv = handle["caption_video"][:]
-        if cv.size and ((cv < 0) | (cv >= n_v)).any():
-            row = int(np.flatnonzero((cv < 0) | (cv >= n_v))[0])
-            problems.append(f"caption_video[{row}] = {int(cv[row])} outside [0, {n_v})")
-        for name, resolved in virtual_sources(handle, path.parent):
-            if not resolved.is_file():
-                problems.append(f"virtual dataset source {name!r} missing (expected at "
-                                f"{resolved})")
-        if shape_ok and n_blocks is not None:
-            if attrs.get("layout") == "shard":
-                try:
-                    blocks = owned_blocks(n_blocks, int(attrs["shard_rank"]),
-                                          int(attrs["shard_world"]),
-                                          str(attrs["shard_assignment"]))
-                except (KeyError, ValueError) as exc:
-                    problems.append(f"bad shard attributes: {exc}")
-                    blocks = []
-            else:
-                blocks = list(range(n_blocks))
-            done = handle["rows_done"][:].astype(bool)
-            not_done = [b for b in blocks if not done[b]]
-            if not_done:
-                problems.append(f"{len(not_done)} of {len(blocks)} row block(s) not written, "
-                                f"first block {not_done[0]}")
-            scan = [b for b in blocks if done[b]]
-            problems.extend(scan_values(handle, scan, block_rows, on_progress))
-            mask = handle["frame_mask"][:].astype(bool)
-            rows = np.concatenate([np.arange(s, e) for s, e in
-                                   block_rows_ranges(scan, block_rows, n_c)] or [[]])
-            rows = rows.astype(np.int64)
-            empty = ~mask[rows].any(axis=1) if rows.size else np.zeros(0, bool)
-            if empty.any():
-                problems.append(f"frame_mask selects no frame in {int(empty.sum())} row(s), "
-                                f"first row {int(rows[empty][0])}")
+        problems = [f"missing attribute {key!r}" for key in META_ATTRS + ("block_rows", "layout")
+                    if key not in attrs]
+        structure, n_blocks = _structure_problems(handle, attrs)  # n_blocks None: bad shapes
+        problems += structure + _id_problems(handle, path)
+        if n_blocks is not None:
+            problems += _content_problems(handle, attrs, n_blocks, on_progress)
+    return problems + _provenance_problems(attrs, frames_digest, manifest_digest,
+                                           checkpoint_path)
+
+
+def _structure_problems(handle: h5py.File, attrs: dict[str, Any]
+                        ) -> tuple[list[str], int | None]:
+    """Shapes and dtypes consistent with the id lists and ``block_rows``; the block count."""
+    problems: list[str] = []
+    n_c = handle["caption_ids"].shape[0]
+    n_v = handle["video_ids"].shape[0]
+    n_f = handle["relevance"].shape[1] if handle["relevance"].ndim == 2 else None
+    expected = {"caption_video": (n_c,), "sim": (n_c, n_v), "relevance": (n_c, n_f),
+                "frame_mask": (n_c, n_f)}
+    block_rows = int(attrs.get("block_rows", 0) or 0)
+    n_blocks = math.ceil(n_c / block_rows) if block_rows > 0 else None
+    if n_blocks is None:
+        problems.append(f"block_rows attribute is {attrs.get('block_rows')!r}")
+    else:
+        expected["rows_done"] = (n_blocks,)
+    for name, shape in expected.items():
+        if handle[name].shape != shape:
+            problems.append(f"{name} has shape {handle[name].shape}, expected {shape} "
+                            f"(caption_ids: {n_c}, video_ids: {n_v})")
+    if n_f is not None and "max_frames" in attrs and n_f != attrs["max_frames"]:
+        problems.append(f"relevance has {n_f} frames but attribute max_frames is "
+                        f"{attrs['max_frames']}")
+    shape_problems = list(problems)
+    dtypes = {"sim": np.float16, "relevance": np.float32, "caption_video": np.int64,
+              "frame_mask": np.bool_, "rows_done": np.bool_}
+    for name, dtype in dtypes.items():
+        if handle[name].dtype != dtype:
+            problems.append(f"{name} dtype is {handle[name].dtype}, expected {np.dtype(dtype)}")
+    return problems, (n_blocks if not shape_problems else None)
+
+
+def _id_problems(handle: h5py.File, path: Path) -> list[str]:
+    """Unique ids, ``caption_video`` in range, virtual sources present."""
+    problems = []
+    for name in ("caption_ids", "video_ids"):
+        unique, counts = np.unique(handle[name].asstr()[:], return_counts=True)
+        if (counts > 1).any():
+            problems.append(f"{name} has duplicates, e.g. {unique[counts > 1][0]!r}")
+    n_v = handle["video_ids"].shape[0]
+    cv = handle["caption_video"][:]
+    if cv.size and ((cv < 0) | (cv >= n_v)).any():
+        row = int(np.flatnonzero((cv < 0) | (cv >= n_v))[0])
+        problems.append(f"caption_video[{row}] = {int(cv[row])} outside [0, {n_v})")
+    for name, resolved in virtual_sources(handle, path.parent):
+        if not resolved.is_file():
+            problems.append(f"virtual dataset source {name!r} missing (expected at {resolved})")
+    return problems
+
+
+def _content_problems(handle: h5py.File, attrs: dict[str, Any], n_blocks: int,
+                      on_progress: Callable[[int], None] | None) -> list[str]:
+    """Progress flags of the blocks this file owns, NaN/inf, and empty frame masks."""
+    if attrs.get("layout") == "shard":
+        try:
+            blocks = owned_blocks(n_blocks, int(attrs["shard_rank"]), int(attrs["shard_world"]),
+                                  str(attrs["shard_assignment"]))
+        except (KeyError, ValueError) as exc:
+            return [f"bad shard attributes: {exc}"]
+    else:
+        blocks = list(range(n_blocks))
+    problems = []
+    block_rows = int(attrs["block_rows"])
+    done = handle["rows_done"][:].astype(bool)
+    not_done = [b for b in blocks if not done[b]]
+    if not_done:
+        problems.append(f"{len(not_done)} of {len(blocks)} row block(s) not written, "
+                        f"first block {not_done[0]}")
+    scan = [b for b in blocks if done[b]]
+    problems.extend(scan_values(handle, scan, block_rows, on_progress))
+    mask = handle["frame_mask"][:].astype(bool)
+    n_c = handle["caption_ids"].shape[0]
+    ranges = block_rows_ranges(scan, block_rows, n_c)
+    rows = np.concatenate([np.arange(s, e) for s, e in ranges] or [[]]).astype(np.int64)
+    empty = ~mask[rows].any(axis=1) if rows.size else np.zeros(0, bool)
+    if empty.any():
+        problems.append(f"frame_mask selects no frame in {int(empty.sum())} row(s), "
+                        f"first row {int(rows[empty][0])}")
+    return problems
+
+
+def _provenance_problems(attrs: dict[str, Any], frames_digest: str | None,
+                         manifest_digest: str | None,
+                         checkpoint_path: str | Path | None) -> list[str]:
+    """Digests recorded in the cache against the artifacts given (each named with its file)."""
+    problems = []
     for what, given, stored in (("frames digest", frames_digest, attrs.get("frames_digest")),
                                 ("manifest digest", manifest_digest,
                                  attrs.get("manifest_digest"))):
