@@ -1,4 +1,4 @@
-"""``teachclip evaluate``: SPEC §7 retrieval metrics of any saved model, as JSON."""
+"""``teachclip evaluate``: method §7 retrieval metrics of any saved model, as JSON."""
 
 from __future__ import annotations
 

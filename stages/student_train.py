@@ -1,7 +1,7 @@
 """``teachclip student train``: the CLIP4Clip+AFA student from cached teacher soft labels.
 
 Option precedence: command line > ``students: {NAME: {...}}`` in params.yaml (with ``--name``) >
-the ``student: {train: {...}}`` section > built-in defaults (SPEC §4/§6).
+the ``student: {train: {...}}`` section > built-in defaults (method §4/§6).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def apply_named_run(ctx: click.Context, name: str | None, values: dict[str, Any]
 
 
 def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
-    """``gt,coarse,fine`` → three floats (None: SPEC §4 defaults for the coarse method)."""
+    """``gt,coarse,fine`` → three floats (None: method §4 defaults for the coarse method)."""
     if text is None or str(text).strip() == "":
         return None
     if isinstance(text, (list, tuple)):
@@ -79,7 +79,7 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
 @click.option("--beta", type=float, default=_CFG.beta, show_default=True,
               help="Distillation temperature dividing student and teacher logits.")
 @click.option("--loss-weights", default=None,
-              help="gt,coarse,fine weights (default: SPEC §4 for the coarse method).")
+              help="gt,coarse,fine weights (default: method §4 for the coarse method).")
 @click.option("--epochs", type=int, default=_OPT.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
               help="Global batch (split over torchrun processes).")

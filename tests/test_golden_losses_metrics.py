@@ -1,4 +1,4 @@
-"""Losses (SPEC §4) and metrics (SPEC §7) against numbers from the official TeachCLIP code."""
+"""Losses (method §4) and metrics (method §7) against numbers from the official TeachCLIP code."""
 
 from __future__ import annotations
 

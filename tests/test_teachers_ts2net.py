@@ -215,7 +215,7 @@ def test_token_shift_off_is_vanilla_and_on_matches_manual_layers() -> None:
 
 
 def plain_ts2net_score(s: torch.Tensor, c: torch.Tensor, m: torch.Tensor, lam: float) -> float:
-    """One pair, straight from SPEC §3.2: q_f = ĉ_f·ŝ, q̃ = masked q/‖q‖, a = softmax(4q̃)."""
+    """One pair, straight from method §3.2: q_f = ĉ_f·ŝ, q̃ = masked q/‖q‖, a = softmax(4q̃)."""
     q = torch.stack([torch.dot(c[f], s) for f in range(c.shape[0])])
     real = [f for f in range(c.shape[0]) if m[f] > 0]
     norm = math.sqrt(sum(float(q[f]) ** 2 for f in real))

@@ -1,6 +1,6 @@
 """Scoring a teacher once into its cache, and the teacher's own test-split metrics.
 
-Why row blocks: the cache is the dense caption × video logit matrix (DESIGN), far too big to
+Why row blocks: the cache is the dense caption × video logit matrix (artifacts §5), far too big to
 compute in one go for MSR-VTT (180k × 9k), so it is produced block by block of caption rows,
 each block flushed and flagged done by :class:`TeacherCacheWriter`. A killed run recomputes only
 the blocks not yet flagged; several processes (torchrun) each own a strided set of blocks in

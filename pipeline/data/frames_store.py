@@ -1,6 +1,6 @@
 """``frames.h5``: every video's sampled frames, decoded once (schema ``teachclip.frames`` v1).
 
-Final file (DESIGN): ``video_ids`` (utf-8, manifest order minus failures), ``frames`` uint8
+Final file (artifacts §4): ``video_ids`` (utf-8, manifest order minus failures), ``frames`` uint8
 [N, F, H, W, 3] chunked one video per chunk, ``mask`` bool [N, F], ``n_decoded`` int32 [N],
 ``failed_ids`` / ``failed_reasons``; attrs ``schema``, ``schema_version``, the sampling and decoder
 provenance given by the stage, and ``content_digest``.

@@ -1,6 +1,6 @@
 """Frame sampling policies: which frames of a video end up in ``frames.h5``.
 
-``official`` is SPEC §5 (the CLIP4Clip/TeachCLIP loader): frames at 1 fps, i.e. decoded frame
+``official`` is method §5 (the CLIP4Clip/TeachCLIP loader): frames at 1 fps, i.e. decoded frame
 indices 0, k, 2k, … with ``k = int(fps)``; if more than F, keep ``linspace(0, n−1, F)`` truncated
 to int; if fewer, pad with zeros and mask 0. ``uniform`` takes F frames at uniform timestamps (the
 centre of F equal bins of the clip), useful for long videos where 1 fps is too dense.

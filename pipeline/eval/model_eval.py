@@ -100,7 +100,7 @@ def evaluate_model(
     amp: str = "none",
     name: str | None = None,
 ) -> dict[str, Any]:
-    """SPEC §7 metrics of ``loaded`` on ``split``, plus what identifies the measurement.
+    """method §7 metrics of ``loaded`` on ``split``, plus what identifies the measurement.
 
     Every test video is embedded once and every caption once (``evaluate_retrieval``); no
     wall-clock time goes into the result so DVC sees identical metrics as unchanged.

@@ -240,7 +240,7 @@ def import_xclip(
     vision_heads: int | None = None,
     **options: Any,
 ) -> XClipTeacher:
-    """Official X-CLIP layout: ``clip.*`` + the 8 matrices + seqTransf keys (notes §1.2)."""
+    """Official X-CLIP layout: ``clip.*`` + the 8 matrices + seqTransf keys (teachers §1.2)."""
     missing = [name for name in XCLIP_MATRICES if name not in state]
     if missing:
         raise ValueError(f"missing X-CLIP matrices: {missing}")

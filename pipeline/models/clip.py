@@ -1,4 +1,4 @@
-"""CLIP towers shared by the student and every teacher (SPEC §2.1–2.2, notes/teachers.md §0).
+"""CLIP towers shared by the student and every teacher (method §2.1–2.2, teachers §0).
 
 Why a wrapper around ``transformers.CLIPModel``: every model in the project needs the same three
 things from CLIP (per-token text features, per-frame CLS features, per-frame patch tokens), with the
@@ -27,7 +27,7 @@ from pipeline.models.convert import load_openai_state_dict, openai_state_dict_to
 #: Upper bound of log λ (λ ≤ 100), applied after every optimiser step of every model.
 MAX_LOGIT_SCALE = math.log(100.0)
 
-#: Parameter-name prefixes (inside ``CLIPModel``) that SPEC §6 keeps frozen: token/position
+#: Parameter-name prefixes (inside ``CLIPModel``) that method §6 keeps frozen: token/position
 #: embeddings, the patch-embedding conv, the class embedding, the vision position embedding and
 #: the pre-layernorm. They are excluded from optimiser groups and never receive gradients.
 FROZEN_PREFIXES: tuple[str, ...] = (
@@ -116,7 +116,7 @@ class ClipTowers(nn.Module):
         self.gradient_checkpointing = enabled
 
     def freeze_per_spec(self) -> list[str]:
-        """Freeze what SPEC §6 keeps fixed; returns the frozen names (relative to ``model``)."""
+        """Freeze what method §6 keeps fixed; returns the frozen names (relative to ``model``)."""
         frozen = []
         for name, param in self.model.named_parameters():
             if is_frozen_clip_param(name):
@@ -150,7 +150,7 @@ class ClipTowers(nn.Module):
         return hidden, lead
 
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Per-frame features [B,F,D]: post-LN CLS token, projected (SPEC §2.2)."""
+        """Per-frame features [B,F,D]: post-LN CLS token, projected (method §2.2)."""
         hidden, lead = self._vision(pixels)
         cls = self.model.vision_model.post_layernorm(hidden[:, 0])
         return self.model.visual_projection(cls).reshape(*lead, -1)
@@ -171,7 +171,7 @@ class ClipTowers(nn.Module):
 
 
 def is_frozen_clip_param(name: str) -> bool:
-    """True for ``CLIPModel`` parameter names that SPEC §6 freezes (name relative to the model)."""
+    """True for ``CLIPModel`` parameter names that method §6 freezes (relative to the model)."""
     return any(name.startswith(prefix) for prefix in FROZEN_PREFIXES)
 
 
@@ -200,7 +200,7 @@ def build_param_groups(
     clip_prefix: str = "clip.",
     multipliers: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split parameters into optimiser groups (SPEC §6), shared by the student and teachers.
+    """Split parameters into optimiser groups (method §6), shared by the student and teachers.
 
     CLIP parameters (names starting with ``clip_prefix``) get ``lr·coef_lr``; names starting with
     a key of ``multipliers`` get ``lr·multiplier``; everything else ``lr``. Each of those splits

@@ -1,4 +1,4 @@
-"""Pixel normalisation of cached uint8 frames (SPEC §5 "Pixels").
+"""Pixel normalisation of cached uint8 frames (method §5 "Pixels").
 
 Why on the model's device and not in the frame cache: ``frames.h5`` stores uint8 (4× smaller than
 float), and the normalisation is a cheap elementwise op best done on the accelerator.

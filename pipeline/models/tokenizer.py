@@ -1,4 +1,4 @@
-"""CLIP byte-level BPE tokenizer, built offline from OpenAI's merges file (SPEC §5 "Text").
+"""CLIP byte-level BPE tokenizer, built offline from OpenAI's merges file (method §5 "Text").
 
 Why our own implementation instead of ``transformers.CLIPTokenizer``: no model hub access, and the
 algorithm is ~60 lines (OpenAI ``simple_tokenizer``), so we avoid generating and caching

@@ -1,6 +1,6 @@
 """Retrieval index: one L2-normalised student embedding per video, and exact text search over it.
 
-Why this is cheap: the TeachCLIP student keeps CLIP4Clip's single vector per video (SPEC §2.5),
+Why this is cheap: the TeachCLIP student keeps CLIP4Clip's single vector per video (method §2.5),
 so serving is one text-tower forward plus a dot product against ``embeddings.h5``; the heavy
 teachers never run at query time. Only single-vector models (kind ``student``: students and
 baselines) can be indexed; a teacher's cross-grained score is not a dot product.

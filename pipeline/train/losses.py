@@ -1,4 +1,4 @@
-"""TeachCLIP training loss (SPEC §4): ground truth InfoNCE + coarse and fine distillation.
+"""TeachCLIP training loss (method §4): ground truth InfoNCE + coarse and fine distillation.
 
 Every function takes the global-batch matrices (in DDP the caller all-gathers features first) and
 returns a scalar tensor. Arithmetic runs in ``float32`` at least (``float64`` stays ``float64`` so
@@ -131,7 +131,7 @@ def fine_loss(W: torch.Tensor, R: torch.Tensor, method: str = "ce") -> torch.Ten
 
 
 def default_weights(coarse: str) -> tuple[float, float, float]:
-    """SPEC §4 weights (gt, coarse, fine): ``ce`` coarse uses 1/10/1, the others 0.2/1/2."""
+    """method §4 weights (gt, coarse, fine): ``ce`` coarse uses 1/10/1, the others 0.2/1/2."""
     return (1.0, 10.0, 1.0) if coarse == "ce" else (0.2, 1.0, 2.0)
 
 
@@ -150,7 +150,7 @@ def teachclip_loss(
     student's and each teacher's logits for the distillation terms (L_gt uses the plain logits,
     as the official code). With several teachers the per-teacher losses are averaged, never the
     matrices. With no teacher this is the plain CLIP4Clip baseline: ``total = gt`` and coarse/fine
-    are 0 (the official code would divide by zero). ``weights`` overrides the SPEC (gt, coarse,
+    are 0 (the official code would divide by zero). ``weights`` overrides the method's (gt, coarse,
     fine) weighting, which otherwise depends on the coarse method (:func:`default_weights`).
     """
     if coarse not in COARSE_METHODS:

@@ -3,7 +3,7 @@
 Per batch: the student encodes this rank's captions and videos; features are all-gathered with
 gradients; the global B×B student logits and B×F AFA weights meet each teacher's cached B×B
 logits (read by caption row and the batch's video columns) and B×F relevance (softmaxed over the
-teacher's frames); ``pipeline.train.losses.teachclip_loss`` combines them per SPEC §4.
+teacher's frames); ``pipeline.train.losses.teachclip_loss`` combines them per method §4.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The teachers are dual encoders with a pairwise head, so under DDP each rank encodes its share,
 the per-item feature dicts are all-gathered with gradients, and the head scores the global
-batch. Validation R@K runs every epoch; the best epoch is kept (SPEC §3.1 training defaults).
+batch. Validation R@K runs every epoch; the best epoch is kept (method §3.1 training defaults).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pipeline.train.setup import OptimConfig, jsonable, seeded_towers
 
 @dataclass
 class TeacherTrainConfig:
-    """A teacher training run (defaults: X-CLIP's original recipe, SPEC §3.1)."""
+    """A teacher training run (defaults: X-CLIP's original recipe, method §3.1)."""
 
     kind: str = "xclip"
     clip: str = "tiny"

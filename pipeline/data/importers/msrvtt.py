@@ -3,7 +3,7 @@
 Train captions: every JSON sentence whose video is listed in the train CSV, in JSON order (the
 official "expand" mode). Val/test captions: the CSV rows (``video_id``, ``sentence``) in file order,
 attached to their video **by id** (the official loader groups by a Python set, which is only right
-when rows are grouped with equal counts; see DATA_FORMATS "Known traps").
+when rows are grouped with equal counts; see artifacts §10.9).
 
 Caption ids are ``<video_id>#<n>``: for train, ``n`` is the index among that video's sentences in
 JSON order (counting every entry, so skipping a bad one does not renumber the rest); for val/test,

@@ -1,4 +1,4 @@
-"""TS2-Net teacher (SPEC §3.2, notes/teachers.md §2): token shift + token selection + seqTransf.
+"""TS2-Net teacher (method §3.2, teachers §2): token shift + token selection + seqTransf.
 
 Per video: CLIP tokens of every frame (optionally token-shifted in the last visual blocks), a
 learned scorer + perturbed top-k picks 3 soft patch tokens per frame, ``[CLS; 3 selected]`` of
@@ -7,7 +7,7 @@ frame's feature ``ĉ_f``. Per text: ``ŝ``. Per pair: ``q_f = ĉ_f·ŝ``, ``a = 
 ``q̃`` the masked L2-normalised ``q``, ``T = λ Σ_f a_f q_f``: O(F·D), one GEMM per block.
 
 Switches, because the released TeachCLIP checkpoint and the upstream method differ:
-- ``token_shift``: upstream TS2-Net shifts tokens; the TeachCLIP port does not (notes §2.2).
+- ``token_shift``: upstream TS2-Net shifts tokens; the TeachCLIP port does not (teachers §2.2).
 - ``official_masking``: reproduce the tiled frame mask of the official code (token i of the 4F
   sequence uses ``m[i mod F]``, so frame f is masked by ``m[(4f) mod F]``) and its unmasked
   relevance; the default masks correctly (token of frame f uses ``m[f]``, padded frames act as
@@ -361,7 +361,7 @@ def rename_attn_net(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Upstream's rename ``…resblocks.N.attn.net.* → …attn.*`` (shift-wrapped MHA weights).
 
     Why it matters: the TeachCLIP loader skips it and silently falls back to vanilla CLIP
-    attention in the shifted blocks (notes §2.2); a faithful import must apply it.
+    attention in the shifted blocks (teachers §2.2); a faithful import must apply it.
     """
     return {_ATTN_NET.sub(r"\1.", k): v for k, v in state.items()}
 
@@ -469,7 +469,7 @@ def import_official_ts2net(
     temporal_heads: int | None = None,
     **options: Any,
 ) -> TS2NetTeacher:
-    """Importer for ``checkpoint.import_official("ts2net", …)`` (notes §2.8).
+    """Importer for ``checkpoint.import_official("ts2net", …)`` (teachers §2.8).
 
     ``token_shift=None`` decides from the checkpoint: ``attn.net.*`` keys mean the weights were
     trained with upstream's shift, so it is switched on; a TeachCLIP-port checkpoint (plain
