@@ -7,7 +7,8 @@ import time
 import click
 from tqdm import tqdm
 
-from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.synth import render_dataset
+from pipeline.data.synth_plan import SynthParams
 from stages.groups import data
 
 _DEFAULTS = SynthParams()

@@ -16,7 +16,8 @@ from pipeline.data.frames_build import FramesConfig, build_frames
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.data.sampling import sample_video
-from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.synth import render_dataset
+from pipeline.data.synth_plan import SynthParams
 from pipeline.errors import InputError
 from stages.cli import main
 

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import atomic_output
-from pipeline.errors import InputError
 from pipeline.data.frames_store import FramesWriter
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.data.sampling import POLICIES, SampledVideo, sample_video
 from pipeline.data.video import DecodeError, ffmpeg_version
+from pipeline.errors import InputError
 
 DECODER = "ffmpeg-python+imageio-ffmpeg"
 

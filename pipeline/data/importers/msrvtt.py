@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -35,6 +34,7 @@ from pipeline.data.importers.common import (
     read_json,
     video_directory,
 )
+from pipeline.errors import InputError
 
 # Official resolution order for MSR-VTT/VATEX files: <id>.mp4, then .avi, then the bare name.
 VIDEO_SUFFIXES = (".mp4", ".avi", "")
