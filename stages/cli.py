@@ -18,6 +18,7 @@ STAGE_MODULES: list[str] = [
     "index",
     "report",
     "student",
+    "student_import",
     "teacher",
 ]
 
