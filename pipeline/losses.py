@@ -36,7 +36,9 @@ class LossParts:
 class TeacherTargets:
     """One teacher's soft labels for the batch: ``logits`` [B,B] (rows = texts, λ-scaled, as the
     teacher scores them) and ``relevance`` [B,F] (frame relevance, already softmaxed over the
-    teacher's frames, padding frames 0)."""
+    frames of the cache's ``frame_mask``). Padded frames are 0 in a default cache but carry mass
+    in one scored with ``official_masking`` (the official teachers softmax over all F frames);
+    :func:`fine_loss` renormalises over the frames the student sees, so both train alike."""
 
     logits: torch.Tensor
     relevance: torch.Tensor

@@ -145,7 +145,7 @@ def _evaluate(root: Path, model: Path, out: Path):
                                      "--device", "cpu"])
 
 
-def test_cli_import_then_evaluate_gives_the_original_metrics(world: dict) -> None:
+def test_cli_import_then_evaluate_index_search_like_the_original(world: dict) -> None:
     root = world["root"]
     out = root / "imported"
     result = CliRunner().invoke(main, ["student", "import", str(root / "pytorch_model.bin.2"),
@@ -168,6 +168,23 @@ def test_cli_import_then_evaluate_gives_the_original_metrics(world: dict) -> Non
     assert got["model"] == "official-run" and got["n_queries"] == 15
     for key in ("R1", "R5", "R10", "MedianR", "MeanR", "v2t_R1", "v2t_MeanR"):
         assert got[key] == pytest.approx(want[key]), key
+
+    hits = {}
+    for name in ("imported", "original"):
+        index = root / f"{name}.h5"
+        result = CliRunner().invoke(main, ["index", "--model", str(root / name), "--frames",
+                                           str(root / "frames.h5"), "--out", str(index),
+                                           "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(main, ["search", "a red square moving", "--index",
+                                           str(index), "--model", str(root / name), "--json",
+                                           "--top-k", "3", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        hits[name] = json.loads(result.output)
+    assert [h["video_id"] for h in hits["imported"]] == [h["video_id"] for h in hits["original"]]
+    assert len(hits["imported"]) == 3
+    for a, b in zip(hits["imported"], hits["original"], strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
 
 
 def _cli_error(args: list[str]) -> str:
