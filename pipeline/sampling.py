@@ -143,7 +143,8 @@ def sample_video(
     ``official`` / ``exact_time``: a probe gives fps, then ffmpeg keeps every k-th frame so only
     the 1 fps frames are converted and scaled; the linspace runs in numpy. ``uniform``: every
     frame of the clip is decoded at the target size (the exact frame count is only known after
-    decoding), then F are picked. ``timestamps`` are seconds from the clip's ``start``.
+    decoding), then F are picked. ``timestamps`` are seconds from the clip's ``start`` (negative
+    for ``official`` frames before it: the official loader starts at ``int(start)``).
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {POLICIES}")
