@@ -19,6 +19,7 @@ STAGE_MODULES: list[str] = [
     "index",
     "report",
     "search",
+    "student_import",
     "student_train",
     "teacher_import",
     "teacher_score",

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.atomic import atomic_output
 from pipeline.data.frames_store import FramesWriter
 from pipeline.data.manifest import SPLITS, Manifest
-from pipeline.data.sampling import POLICIES, SampledVideo, sample_video
+from pipeline.data.sampling import POLICIES, POLICY_RULES, SampledVideo, sample_video
 from pipeline.data.video import DecodeError, ffmpeg_version
 from pipeline.errors import InputError
 
@@ -71,10 +71,8 @@ def frames_attrs(config: FramesConfig, manifest_digest: str,
     """Provenance attrs of frames.h5 (no wall-clock time, no host names)."""
     return {
         "sampling_policy": config.policy,
-        "sampling_fps": 1 if config.policy == "official" else 0,
-        "sampling_rule": ("1 fps (indices 0,k,2k.. with k=int(fps)), then linspace(0,n-1,F) "
-                          "truncated; pad with mask 0" if config.policy == "official"
-                          else "F frames at the centres of F equal bins; pad with mask 0"),
+        "sampling_fps": 0 if config.policy == "uniform" else 1,
+        "sampling_rule": POLICY_RULES[config.policy],
         "max_frames": config.max_frames,
         "resolution": config.size,
         "resize": "short side to resolution, ffmpeg bicubic",
