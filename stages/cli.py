@@ -10,8 +10,10 @@ from stages.groups import main
 # Stage modules register themselves on import (keep this list sorted).
 STAGE_MODULES: list[str] = [
     "cache",
+    "clip_prepare",
     "clip_pretrain",
     "data_import",
+    "data_prepare",
     "data_synth",
     "embed",
     "evaluate",

@@ -9,14 +9,14 @@ from pipeline.data.sampling import POLICIES
 from pipeline.eval.model_eval import load_retrieval_model
 from pipeline.retrieval.index import embed_videos, list_videos
 from stages.groups import main
-from stages.index import write_index_outputs
-from stages.options import (
+from stages.index import (
     BIGFILE_OPTION,
     DEVICE_OPTION,
     DTYPE_OPTION,
     MODEL_OPTION,
-    resolve_device,
+    write_index_outputs,
 )
+from stages.options import resolve_device
 
 
 @main.command("embed")

@@ -9,15 +9,23 @@ from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.eval.model_eval import load_retrieval_model
 from pipeline.retrieval.bigfile import write_bigfile
-from pipeline.retrieval.index import index_from_frames, read_index, write_index
+from pipeline.retrieval.index import DTYPES, index_from_frames, read_index, write_index
 from stages.groups import main
-from stages.options import (
-    BIGFILE_OPTION,
-    DEVICE_OPTION,
-    DTYPE_OPTION,
-    MODEL_OPTION,
-    resolve_device,
-)
+from stages.options import resolve_device
+
+#: Options shared by the serving commands (index, search, embed).
+MODEL_OPTION = click.option(
+    "--model", "model_path", required=True, type=click.Path(exists=True),
+    help="Student/baseline model directory (model.pt) or checkpoint file.")
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="auto = CUDA when available, else the CPU.")
+DTYPE_OPTION = click.option(
+    "--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+    help="Storage type of the embeddings.")
+BIGFILE_OPTION = click.option(
+    "--bigfile", "bigfile_dir", default=None, type=click.Path(dir_okay=True),
+    help="Also export the official bigfile layout to this directory.")
 
 
 def write_index_outputs(out: str, ids: list[str], emb, attrs: dict, dtype: str, failed: list,

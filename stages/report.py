@@ -16,18 +16,25 @@ from pipeline.eval.report import (
     write_plot_table,
 )
 from stages.groups import main
+from stages.params import report_specs, root_params
 
 
 @main.command("report")
-@click.option("--metrics", "specs", multiple=True, required=True,
-              help="NAME=metrics.json, or NAME=a.json,b.json,... for several seeds (repeat).")
+@click.option("--metrics", "specs", multiple=True,
+              help="NAME=metrics.json, or NAME=a.json,b.json,... for several seeds (repeat) "
+                   "[default: every teacher, baseline and student of the params file].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="results.md path.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False),
               help="Also write a .tsv/.csv (for `dvc plots show`) or a .png (needs matplotlib).")
 @click.option("--spread", type=click.Choice(SPREADS), default="std", show_default=True,
               help="How several seeds are summarised: sample std or min–max.")
-def report(specs: tuple[str, ...], out: str, plot: str | None, spread: str) -> None:
+@click.pass_context
+def report(ctx: click.Context, specs: tuple[str, ...], out: str, plot: str | None,
+           spread: str) -> None:
     """Write (and print) the results table; best value per column in bold."""
+    specs = specs or tuple(report_specs(root_params(ctx)))
+    if not specs:
+        raise click.UsageError("give --metrics NAME=FILE (or a params file defining models)")
     results = load_results(specs)
     table = markdown_table(results, spread=spread)
     write_text_atomic(out, "# Results\n\n" + table)

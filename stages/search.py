@@ -9,7 +9,8 @@ import click
 from pipeline.eval.model_eval import load_retrieval_model
 from pipeline.retrieval.index import DEFAULT_CHUNK_ROWS, read_index, search
 from stages.groups import main
-from stages.options import DEVICE_OPTION, MODEL_OPTION, resolve_device
+from stages.index import DEVICE_OPTION, MODEL_OPTION
+from stages.options import resolve_device
 
 
 @main.command("search")

@@ -24,7 +24,13 @@ from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
 from stages.options import resolve_device
-from stages.params import apply_entry, named_entry
+from stages.params import (
+    apply_entry,
+    named_entry,
+    paths_of,
+    root_params,
+    teacher_cache_path,
+)
 
 _OPT = OptimConfig()
 _CFG = StudentTrainConfig()
@@ -32,13 +38,28 @@ _ARCH = StudentConfig()
 
 
 def apply_named_run(ctx: click.Context, name: str | None, values: dict[str, Any]) -> None:
-    """Fill options not given on the command line from ``params['students'][name]``."""
-    run = named_entry(ctx, "students", name)
-    if "cache" not in run and "caches" in run:
-        run["cache"] = run.pop("caches")
-    if "cache" in run:
-        run["cache"] = tuple(run["cache"] or ())
-    apply_entry(ctx, run, values, f"students.{name}")
+    """Fill options not given on the command line from ``baselines.NAME`` or ``students.NAME``.
+
+    A student's ``teachers: [a, b]`` become the caches those teachers' score stages publish
+    (``paths.teachers/NAME/cache/cache.h5``), so no cache path is written twice.
+    """
+    params = root_params(ctx)
+    in_tables = [t for t in ("baselines", "students") if name in (params.get(t) or {})]
+    if name and len(in_tables) > 1:
+        raise InputError(f"{name!r} is defined under both baselines and students: rename one")
+    table = in_tables[0] if in_tables else "students"
+    run = named_entry(ctx, table, name) if in_tables or not name else {}
+    if name and not in_tables and (params.get("baselines") or params.get("students")):
+        known = sorted({*(params.get("baselines") or {}), *(params.get("students") or {})})
+        raise InputError(f"no baselines.{name} or students.{name} in params (known: {known})")
+    teachers = run.pop("teachers", None)
+    if teachers is not None:
+        run["cache"] = tuple(teacher_cache_path(params, str(t)) for t in teachers)
+    apply_entry(ctx, run, values, f"{table}.{name}")
+    if values["out"] is None:
+        if not name:
+            raise click.UsageError("give --out (or --name with a params file)")
+        values["out"] = f"{paths_of(params)['students']}/{name}"
 
 
 def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
@@ -59,9 +80,11 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
 
 
 @student.command("train")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output directory (model.pt, train_log.tsv, val_log.tsv, summary.json).")
-@click.option("--name", default=None, help="Run name; reads params.yaml students.NAME.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output directory (model.pt, logs, summary.json) "
+                   "[default: paths.students/NAME].")
+@click.option("--name", default=None,
+              help="Run name; reads params baselines.NAME or students.NAME.")
 @click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--cache", multiple=True, type=click.Path(dir_okay=False),

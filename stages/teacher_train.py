@@ -22,7 +22,7 @@ from pipeline.train.teacher import TeacherTrainConfig
 from pipeline.train.teacher_run import run_teacher_train
 from stages.groups import teacher
 from stages.options import device_type, resolve_device
-from stages.params import apply_entry, named_entry
+from stages.params import apply_entry, named_entry, paths_of, root_params
 
 _CFG = TeacherTrainConfig()
 _OPT = _CFG.optim
@@ -56,7 +56,7 @@ def _parse_options(value: Any) -> dict[str, Any]:
 @click.option("--clip", default=_CFG.clip, show_default=True,
               help="CLIP source: tiny[:json], a Hugging Face dir or an OpenAI .pt.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Output directory [default: data/teachers/NAME/model].")
+              help="Output directory [default: paths.teachers/NAME/model].")
 @click.option("--max-words", type=int, default=_CFG.max_words, show_default=True)
 @click.option("--epochs", type=int, default=_OPT.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
@@ -99,7 +99,7 @@ def train(ctx: click.Context, **values: Any) -> None:
         eval_batch_size=values["eval_batch_size"], log_every=values["log_every"],
         gradient_checkpointing=values["gradient_checkpointing"],
     )
-    out = values["out"] or f"data/teachers/{name}/model"
+    out = values["out"] or f"{paths_of(root_params(ctx))['teachers']}/{name}/model"
     dist_info = init_distributed(device_type(values["device"]))
     try:
         device = resolve_device(values["device"], dist_info.local_rank)
