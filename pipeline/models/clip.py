@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
+from pipeline.errors import InputError
 from pipeline.models.clip_config import tiny_clip_config
 from pipeline.models.convert import load_openai_state_dict, openai_state_dict_to_hf
 
@@ -270,7 +271,8 @@ def load_clip(
     path = Path(text)
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: no config.json (not a Hugging Face CLIP directory)")
+            raise InputError("no config.json: not a Hugging Face CLIP directory (save one with "
+                             "CLIPModel.save_pretrained, or pass an OpenAI .pt file)", file=path)
         hf = CLIPModel.from_pretrained(path, local_files_only=True, attn_implementation="sdpa")
         # transformers 5 loads in the stored dtype ("auto"); keep fp32 master weights (autocast
         # handles mixed precision), as 4.x did by default.
@@ -281,7 +283,8 @@ def load_clip(
         towers = ClipTowers(config, gradient_checkpointing=gradient_checkpointing)
         load_hf_state_dict(towers.model, hf_sd, source=str(path))
         return towers
-    raise FileNotFoundError(f"CLIP source {text!r} is neither 'tiny', a directory nor a file")
+    raise InputError("CLIP weights not found: pass 'tiny', a Hugging Face CLIP directory or an "
+                     "OpenAI .pt file (params: paths.clip, made by the clip stage)", file=text)
 
 
 def load_hf_state_dict(model: CLIPModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:
