@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from pipeline.atomic import write_text_atomic
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.eval.metrics_file import write_metrics_files
 from pipeline.eval.model_eval import evaluate_model, load_retrieval_model
 from stages.groups import main
 from stages.options import resolve_device
@@ -35,8 +33,9 @@ def evaluate(model_path: str, frames_path: str, manifest_dir: str, split: str, o
     loaded = load_retrieval_model(model_path, dev)
     metrics = evaluate_model(loaded, FramesReader(frames_path), Manifest.load(manifest_dir),
                              split, dev, batch_size=batch_size, amp=amp, name=name)
-    write_text_atomic(out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    click.echo(f"wrote {out}: {metrics['model']} ({metrics['kind']}) on {split}, "
+    _, provenance = write_metrics_files(out, metrics)
+    click.echo(f"wrote {out} (+ {provenance.name}): {metrics['model']} ({metrics['kind']}) "
+               f"on {split}, "
                f"{metrics['n_queries']} queries: R@1 {metrics['R1']:.1f} R@5 {metrics['R5']:.1f} "
                f"R@10 {metrics['R10']:.1f} MdR {metrics['MedianR']:g} "
                f"MnR {metrics['MeanR']:.1f}")

@@ -120,6 +120,7 @@ def test_score_matches_teacher(tiny: TinyInputs, reference: Path) -> None:
     assert verify(cache_path, frames_digest=frames.digest, manifest_digest=manifest.digest(),
                   checkpoint_path=tiny.model / "model.pt") == []
     assert sorted(p.name for p in reference.iterdir()) == ["cache.h5", "metrics.json",
+                                                           "metrics.provenance.json",
                                                            "summary.json"]
     assert not Path(f"{reference}.tmp").exists()
 
@@ -154,9 +155,13 @@ def test_score_matches_teacher(tiny: TinyInputs, reference: Path) -> None:
     assert cache.attrs["logit_scale"] == pytest.approx(scale)
 
     metrics = json.loads((reference / "metrics.json").read_text())
-    assert metrics["role"] == "teacher" and metrics["split"] == "test"
     assert {"R1", "R5", "R10", "MedianR", "MeanR"} <= set(metrics)
-    assert metrics["n_videos"] == 4
+    assert all(isinstance(v, float) for v in metrics.values())  # numbers only (dvc metrics)
+    provenance = json.loads((reference / "metrics.provenance.json").read_text())
+    assert provenance["role"] == "teacher" and provenance["split"] == "test"
+    assert provenance["n_videos"] == 4 and provenance["model_sha256"] == sha256_file(
+        tiny.model / "model.pt")
+    assert Path(provenance["model_path"]) == tiny.model / "model.pt"
 
 
 def test_killed_score_resumes_pending_blocks(tiny: TinyInputs, reference: Path,
@@ -200,7 +205,7 @@ def test_two_gloo_processes_equal_one(tiny: TinyInputs, reference: Path,
     assert "× 2 ranks" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
     assert names == ["cache.h5", "cache.shard-000-of-002.h5", "cache.shard-001-of-002.h5",
-                     "metrics.json", "summary.json"]
+                     "metrics.json", "metrics.provenance.json", "summary.json"]
     with h5py.File(out / "cache.h5", "r") as handle:
         assert handle["sim"].is_virtual and handle.attrs["layout"] == "virtual"
     assert verify(out / "cache.h5") == []

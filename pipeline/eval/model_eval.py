@@ -122,6 +122,7 @@ def evaluate_model(
         "n_videos": len(eval_set.video_ids),
         "dropped_captions": eval_set.dropped_captions,
         "model_sha256": loaded.sha256,
+        "model_path": str(loaded.path),
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},
