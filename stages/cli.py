@@ -10,6 +10,7 @@ from stages.groups import main
 # Stage modules register themselves on import (keep this list sorted).
 STAGE_MODULES: list[str] = [
     "cache",
+    "cache_show",
     "clip_pretrain",
     "data_import",
     "data_synth",
