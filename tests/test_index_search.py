@@ -215,3 +215,29 @@ def test_search_sheet_decodes_own_videos(world: dict, tmp_path: Path) -> None:
     image = assert_picture(sheet)
     assert colour_fraction(image, (1.0, 0.0, 0.0), tol=0.1) > 0.02  # the red video's frames
     assert colour_fraction(image, (0.0, 0.0, 1.0), tol=0.1) > 0.02  # the blue video's frames
+
+
+def test_embed_parallel_decoding_and_amp_keep_order_and_values(world: dict,
+                                                               tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    colours = ("red", "green", "blue", "yellow", "white")
+    for i, colour in enumerate(colours):
+        _video(videos / f"{i}_{colour}.mp4", colour)
+    (videos / "2b_broken.mp4").write_bytes(b"garbage" * 50)
+    outs = {}
+    for name, extra in (("serial", ["--workers", "1"]), ("pool", ["--workers", "3"]),
+                        ("bf16", ["--workers", "2", "--amp", "bf16"])):
+        outs[name] = tmp_path / f"{name}.h5"
+        result = CliRunner().invoke(main, ["embed", "--model", str(world["root"] / "model0"),
+                                           "--videos", str(videos), "--out", str(outs[name]),
+                                           "--max-frames", "4", "--device", "cpu",
+                                           "--batch-size", "2", *extra])
+        assert result.exit_code == 0, result.output
+        assert "failed: 2b_broken:" in result.output
+    serial, pool, bf16 = (read_index(outs[n]) for n in ("serial", "pool", "bf16"))
+    expected = [f"{i}_{c}" for i, c in enumerate(colours)]
+    assert serial.video_ids == pool.video_ids == bf16.video_ids == expected  # listing order
+    np.testing.assert_array_equal(serial.embeddings, pool.embeddings)
+    np.testing.assert_allclose(bf16.embeddings, serial.embeddings, atol=0.05)
+    assert not np.array_equal(bf16.embeddings, serial.embeddings)  # autocast really ran

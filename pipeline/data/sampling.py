@@ -78,13 +78,14 @@ def sample_video(
     start: float | None = None,
     end: float | None = None,
     timeout: float = 300.0,
+    honor_sar: bool = False,
 ) -> SampledVideo:
     """Decode one video (or clip) once and apply a sampling policy.
 
     ``official``: a probe gives fps, then ffmpeg's ``select`` keeps every k-th frame so only the
     1 fps frames are converted and scaled; the linspace runs in numpy. ``uniform``: every frame
     of the clip is decoded at the target size (the exact frame count is only known after decoding),
-    then F are picked.
+    then F are picked. ``honor_sar``: see :func:`pipeline.data.video.decode_frames`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {POLICIES}")
@@ -94,11 +95,12 @@ def sample_video(
             raise DecodeError(path, "could not determine the frame rate")
         stride = official_stride(info.fps)
         decoded = decode_frames(path, size=size, start=start, end=end, every_nth=stride,
-                                timeout=timeout)
+                                timeout=timeout, honor_sar=honor_sar)
         keep = select_evenly(len(decoded), max_frames)
         seconds = keep * stride / float(info.fps)
     else:
-        decoded = decode_frames(path, size=size, start=start, end=end, timeout=timeout)
+        decoded = decode_frames(path, size=size, start=start, end=end, timeout=timeout,
+                                honor_sar=honor_sar)
         keep = uniform_frame_indices(len(decoded), max_frames)
         fps = _fps_or_none(path, timeout)
         seconds = keep / fps if fps else np.full(len(keep), np.nan)

@@ -7,7 +7,10 @@ that each video gets a timeout (ffmpeg-python 0.2.0 ``run`` has none) and stderr
 captured (the notes' pitfall: an uncaptured stderr turns every error into ``None``).
 
 Resizing and cropping happen inside the ffmpeg filter graph (short side → ``size`` with bicubic,
-then centre crop), so only the final small frames cross the pipe. ffmpeg's bicubic is not PIL's
+then centre crop), so only the final small frames cross the pipe. Like the official loader, the
+resize treats pixels as square by default, so a video with a non-square sample aspect ratio
+(anamorphic DVD/TV footage) is squashed; ``honor_sar=True`` first stretches the stored frame to
+its display shape (the longer way, never losing resolution). ffmpeg's bicubic is not PIL's
 antialiased bicubic: pixels differ slightly from CLIP4Clip's loader, which is harmless as long as
 teacher and student read the same cached frames.
 """
@@ -140,6 +143,17 @@ def probe(path: str | Path, *, timeout: float = 60.0) -> VideoInfo:
     return parse_probe(stderr)
 
 
+def display_shape(stream: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
+    """Stretch frames to their display aspect (sample aspect ratio ``sar`` → 1).
+
+    SAR > 1 widens the frame, SAR < 1 heightens it, so no stored pixel is merged away; sizes are
+    kept even for yuv420p. Without SAR information ffmpeg's ``sar`` is 1 and this is a no-op.
+    """
+    return stream.filter(
+        "scale", "trunc(iw*max(sar,1)/2)*2", "trunc(ih*max(1/sar,1)/2)*2", flags="bicubic",
+    ).filter("setsar", "1")
+
+
 def decode_frames(
     path: str | Path,
     *,
@@ -151,6 +165,7 @@ def decode_frames(
     height: int | None = None,
     threads: int = 1,
     timeout: float = 300.0,
+    honor_sar: bool = False,
 ) -> np.ndarray:
     """Decode a video (or the clip ``[start, end)`` seconds) into uint8 RGB frames [n, H, W, 3].
 
@@ -159,6 +174,7 @@ def decode_frames(
     taken from a probe unless given). ``every_nth=k`` keeps decoded frames 0, k, 2k, … of the clip
     via ``framestep`` + ``-fps_mode passthrough``, so dropped frames are never converted or scaled
     (the official 1 fps policy). ``start``/``end`` go before ``-i`` (keyframe seek, then exact).
+    ``honor_sar`` (with ``size``): scale by the sample aspect ratio before the resize and crop.
     """
     path = Path(path)
     _check_file(path)
@@ -178,6 +194,8 @@ def decode_frames(
         stream = stream.filter("framestep", step=int(every_nth))
         output_opts["fps_mode"] = "passthrough"
     if size is not None:
+        if honor_sar:
+            stream = display_shape(stream)
         stream = stream.filter(
             "scale", size, size, force_original_aspect_ratio="increase", flags="bicubic"
         ).filter("crop", size, size)

@@ -18,7 +18,8 @@ from pipeline.data.sampling import sample_video
 from pipeline.data.video import DecodeError
 from pipeline.errors import InputError
 from pipeline.eval.sheets import SheetRow, contact_sheet, pick_frames
-from pipeline.retrieval.index import SearchHit, list_videos
+from pipeline.retrieval.embed import list_videos
+from pipeline.retrieval.index import SearchHit
 
 #: Side (pixels) of frames decoded from video files for a sheet.
 SHEET_DECODE_SIZE = 96
