@@ -65,27 +65,29 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, title: str,
             else:
                 ax.axis("off")
     fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.2)
+    fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.6, w_pad=0.2)
     return save_png(fig, path)
 
 
 def relevance_sheet(frames: np.ndarray, mask: np.ndarray, series: Mapping[str, np.ndarray],
                     path: str | Path, title: str,
                     timestamps: np.ndarray | None = None) -> Path:
-    """A video's F frames with each weight series drawn over them and as bars beneath.
+    """A video's F frames with the first weight series drawn over them, every series as bars.
 
     ``series`` maps a name ("teacher relevance R", "student AFA weights") to F weights that sum
-    to 1 over the real frames. Over each frame a bar per series rises from the bottom edge with
-    height ∝ weight (full height = the largest weight); padded frames are grey and marked.
+    to 1 over the real frames. Over the frames, the first series dims each frame by how far its
+    weight is below the largest one (the favoured frames stay bright) and prints the weight in
+    the corner; beneath, one bar per series and frame. Padded frames are grey and marked.
     """
     plt = pyplot()
     n_frames = int(len(mask))
     if not series or any(len(w) != n_frames for w in series.values()):
         raise InputError(f"each weight series must have one value per frame ({n_frames})")
+    names = list(series)
+    first = np.asarray(series[names[0]], dtype=np.float64)
+    peak = float(first.max()) or 1.0
     fig = plt.figure(figsize=(max(6.0, 1.15 * n_frames), 3.9))
     grid = fig.add_gridspec(2, n_frames, height_ratios=[1, 1.1], hspace=0.35, wspace=0.05)
-    peak = max(float(np.max(w)) for w in series.values()) or 1.0
-    names = list(series)
     for f in range(n_frames):
         ax = fig.add_subplot(grid[0, f])
         ax.set_xticks([])
@@ -96,12 +98,11 @@ def relevance_sheet(frames: np.ndarray, mask: np.ndarray, series: Mapping[str, n
                     fontsize=8)
             continue
         ax.imshow(frames[f], interpolation="nearest", extent=(0, 1, 0, 1))
-        width = 0.9 / len(names)
-        for s, name in enumerate(names):
-            height = float(series[name][f]) / peak
-            ax.add_patch(plt.Rectangle((0.05 + s * width, 0), width, 0.95 * height,
-                                       color=SERIES_COLOURS[s % len(SERIES_COLOURS)],
-                                       alpha=0.65, linewidth=0))
+        ax.add_patch(plt.Rectangle((0, 0), 1, 1, color="black", linewidth=0,
+                                   alpha=0.6 * (1.0 - first[f] / peak)))
+        ax.text(0.04, 0.04, f"{first[f]:.2f}", color="white", fontsize=7, fontweight="bold",
+                transform=ax.transAxes, bbox={"facecolor": SERIES_COLOURS[0], "alpha": 0.8,
+                                              "pad": 1, "linewidth": 0})
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         if timestamps is not None and np.isfinite(timestamps[f]):
@@ -114,7 +115,7 @@ def relevance_sheet(frames: np.ndarray, mask: np.ndarray, series: Mapping[str, n
                  color=SERIES_COLOURS[s % len(SERIES_COLOURS)])
     bars.set_xlim(-0.5, n_frames - 0.5)
     bars.set_xticks(x, [str(i) if mask[i] else f"{i} (pad)" for i in x], fontsize=7)
-    bars.set_xlabel("frame", fontsize=8)
+    bars.set_xlabel("frame (dimmed above: lower " + names[0] + ")", fontsize=8)
     bars.set_ylabel("weight", fontsize=8)
     bars.legend(fontsize=7, frameon=False, loc="upper right")
     bars.grid(axis="y", alpha=0.3)
