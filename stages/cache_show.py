@@ -14,7 +14,12 @@ import click
 import numpy as np
 
 from pipeline.cache.reader import TeacherCache
-from pipeline.cache.show import caption_relevance, student_frame_weights, video_frames
+from pipeline.cache.show import (
+    CaptionRelevance,
+    caption_relevance,
+    student_frame_weights,
+    video_frames,
+)
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError
@@ -80,8 +85,8 @@ def show_cmd(path: Path, caption_id: str, frames_path: Path | None, manifest_dir
         click.echo(f"wrote {sheet}", err=as_json)
 
 
-def _print(info, series: dict[str, np.ndarray], stamps: np.ndarray | None, text: str | None,
-           as_json: bool) -> None:
+def _print(info: CaptionRelevance, series: dict[str, np.ndarray], stamps: np.ndarray | None,
+           text: str | None, as_json: bool) -> None:
     """The numbers as a small table (or JSON): one line per frame."""
     if as_json:
         click.echo(json.dumps({

@@ -14,8 +14,15 @@ import click
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import InputError
-from pipeline.eval.plots import collect_curves, curves_chart, pyplot, results_chart
-from pipeline.eval.report import SPREADS, load_results, markdown_table, parse_spec, write_plot_table
+from pipeline.eval.plots import CurveRun, collect_curves, curves_chart, pyplot, results_chart
+from pipeline.eval.report import (
+    SPREADS,
+    ModelResult,
+    load_results,
+    markdown_table,
+    parse_spec,
+    write_plot_table,
+)
 from stages.groups import main
 
 PLOT_SUFFIXES = (".tsv", ".csv", ".png")
@@ -72,7 +79,8 @@ def report(specs: tuple[str, ...], out: str, plots: tuple[str, ...], curves: str
     click.echo(f"wrote {', '.join([out, *plots] + ([curves] if curves else []))}")
 
 
-def _curve_runs(results: list, curves: str, log_specs: tuple[str, ...]) -> list:
+def _curve_runs(results: list[ModelResult], curves: str, log_specs: tuple[str, ...]
+                ) -> list[CurveRun]:
     """Every model's training logs; says which models have none (e.g. imported teachers)."""
     names = {r.name for r in results}
     log_dirs: dict[str, list[Path]] = {}
