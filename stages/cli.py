@@ -11,6 +11,7 @@ from stages.groups import main
 STAGE_MODULES: list[str] = [
     "cache",
     "clip_prepare",
+    "cache_show",
     "clip_pretrain",
     "data_import",
     "data_prepare",

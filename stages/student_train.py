@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import click
-import torch
 from tqdm import tqdm
 
 from pipeline.data.frames_store import FramesReader
@@ -23,7 +22,14 @@ from pipeline.train.setup import OptimConfig
 from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
-from stages.options import resolve_device
+from stages.options import (
+    DEVICE_OPTION,
+    amp_option,
+    device_type,
+    frames_option,
+    manifest_option,
+    resolve_device,
+)
 from stages.params import (
     apply_entry,
     named_entry,
@@ -85,50 +91,63 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
                    "[default: paths.students/NAME].")
 @click.option("--name", default=None,
               help="Run name; reads params baselines.NAME or students.NAME.")
-@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+@frames_option()
+@manifest_option()
 @click.option("--cache", multiple=True, type=click.Path(dir_okay=False),
               help="Teacher cache .h5 (repeat for several teachers; none = baseline).")
 @click.option("--clip", default=_CFG.clip, show_default=True,
               help="CLIP source: tiny[:json], a Hugging Face dir or an OpenAI .pt.")
 @click.option("--temporal", type=click.Choice(["seqTransf", "meanP"]), default=_ARCH.temporal,
-              show_default=True)
+              show_default=True,
+              help="Frame features: seqTransf = temporal transformer over frames, meanP = none.")
 @click.option("--aggregation", type=click.Choice(["afa", "mean"]), default=_ARCH.aggregation,
-              show_default=True)
-@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True)
+              show_default=True,
+              help="Video vector: afa = attentional frame-feature aggregation, mean = average.")
+@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True,
+              help="L: tokens per caption incl. start/end; must equal the caches' L.")
 @click.option("--coarse", type=click.Choice(COARSE_METHODS), default=_CFG.coarse,
-              show_default=True)
-@click.option("--fine", type=click.Choice(FINE_METHODS), default=_CFG.fine, show_default=True)
+              show_default=True,
+              help="Video-level distillation loss: pear (Pearson), ce (soft cross-entropy), l1.")
+@click.option("--fine", type=click.Choice(FINE_METHODS), default=_CFG.fine, show_default=True,
+              help="Frame-level loss between AFA weights and teacher relevance R.")
 @click.option("--beta", type=float, default=_CFG.beta, show_default=True,
               help="Distillation temperature dividing student and teacher logits.")
 @click.option("--loss-weights", default=None,
               help="gt,coarse,fine weights (default: method §4 for the coarse method).")
-@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True)
+@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True,
+              help="Passes over the training captions.")
 @click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
               help="Global batch (split over torchrun processes).")
-@click.option("--lr", type=float, default=_OPT.lr, show_default=True)
+@click.option("--lr", type=float, default=_OPT.lr, show_default=True,
+              help="Peak learning rate of the new (non-CLIP) parameters.")
 @click.option("--coef-lr", type=float, default=_OPT.coef_lr, show_default=True,
               help="CLIP lr = lr × coef-lr.")
 @click.option("--afa-lr-multiplier", type=float, default=_OPT.afa_lr_multiplier,
-              show_default=True)
-@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True)
-@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True)
-@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True)
-@click.option("--seed", type=int, default=_CFG.seed, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=_CFG.amp,
-              show_default=True)
+              show_default=True, help="AFA layers' lr = lr × this.")
+@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True,
+              help="AdamW weight decay (not on biases, norms, embeddings, logit scale).")
+@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True,
+              help="Share of the steps with linear warm-up before the cosine decay.")
+@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True,
+              help="Clip the gradient norm to this value (0 = off).")
+@click.option("--seed", type=int, default=_CFG.seed, show_default=True,
+              help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
+@DEVICE_OPTION
+@amp_option(default=_CFG.amp)
 @click.option("--workers", type=int, default=_CFG.workers, show_default=True,
-              help="DataLoader workers (each opens its own HDF5 handles).")
+              help="DataLoader worker processes (each opens its own HDF5 handles; 0 = in the "
+                   "main process).")
 @click.option("--in-memory/--no-in-memory", default=_CFG.in_memory, show_default=True,
               help="Hold all frames (and caches) in RAM.")
 @click.option("--eval-split", default="val", show_default=True,
               help="Split for per-epoch validation and best-epoch selection ('' = none).")
-@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True)
-@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True)
+@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True,
+              help="Texts/videos per batch during validation.")
+@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True,
+              help="Write a train_log.tsv row every this many steps.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=_CFG.gradient_checkpointing, show_default=True)
+              default=_CFG.gradient_checkpointing, show_default=True,
+              help="Recompute CLIP activations in the backward pass (less memory, ~30 % slower).")
 @click.option("--compile/--no-compile", "compile_step", default=_CFG.compile, show_default=True,
               help="torch.compile the training step (worth it on CUDA; first step compiles).")
 @click.pass_context
@@ -152,8 +171,7 @@ def train(ctx: click.Context, **values: Any) -> None:
         compile=values["compile_step"],
     )
     requested = values["device"]
-    dist_info = init_distributed("cuda" if requested == "cuda" or (
-        requested == "auto" and torch.cuda.is_available()) else "cpu")
+    dist_info = init_distributed(device_type(requested))
     try:
         device = resolve_device(requested, dist_info.local_rank)
         manifest = Manifest.load(values["manifest_dir"])

@@ -18,7 +18,14 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS
 from stages.groups import teacher
-from stages.options import device_type, resolve_device
+from stages.options import (
+    DEVICE_OPTION,
+    amp_option,
+    device_type,
+    frames_option,
+    manifest_option,
+    resolve_device,
+)
 from stages.params import apply_entry, named_entry, paths_of, root_params
 
 
@@ -26,8 +33,8 @@ from stages.params import apply_entry, named_entry, paths_of, root_params
 @click.option("--name", required=True, help="Teacher name; reads params teachers.NAME.score.")
 @click.option("--model", default=None, type=click.Path(),
               help="Teacher model dir or .pt [default: paths.teachers/NAME/model].")
-@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+@frames_option(help="frames.h5 to score (the one the teacher and student train on).")
+@manifest_option()
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output directory (cache.h5, metrics.json) [default: "
                    "paths.teachers/NAME/cache].")
@@ -40,10 +47,9 @@ from stages.params import apply_entry, named_entry, paths_of, root_params
               help="Caption rows per resumable block [default: ~1024, whole chunks].")
 @click.option("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS, show_default=True,
               help="Pairs the head scores at once (memory vs speed).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none",
-              show_default=True, help="Autocast for the encoders (the head stays float32).")
+@DEVICE_OPTION
+@amp_option(help="Autocast for the encoders, bf16 or fp16 on a GPU (the head's softmaxes stay "
+                 "float32); none = float32.")
 @click.pass_context
 def score(ctx: click.Context, **values: Any) -> None:
     """Score teacher NAME on every caption × video of --split into a cache (resumable)."""

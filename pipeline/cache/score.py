@@ -20,7 +20,6 @@ start at the block's first row, every rank encodes all videos in the same batche
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.atomic import write_text_atomic
 from pipeline.cache.merge import merge_shards
 from pipeline.cache.schema import CacheMeta, shard_path
 from pipeline.cache.verify import verify as verify_problems
@@ -47,6 +45,7 @@ from pipeline.eval.evaluate import (
     encode_all_videos,
     evaluate_retrieval,
 )
+from pipeline.eval.metrics_file import write_metrics_files
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher, slice_features
 
 Autocast = Callable[[], Any]
@@ -240,6 +239,7 @@ def teacher_test_metrics(
     autocast: Autocast | None = None,
     name: str | None = None,
     checkpoint_sha256: str | None = None,
+    model_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The teacher's own retrieval metrics on ``split`` in the layout ``teachclip evaluate``
     writes (keys from :func:`pipeline.eval.metrics.retrieval_metrics`, role ``teacher``), so the
@@ -258,15 +258,18 @@ def teacher_test_metrics(
         "n_videos": len(items.video_ids),
         "dropped_captions": items.dropped_captions,
         "model_sha256": checkpoint_sha256,
+        "model_path": str(model_path) if model_path is not None else None,
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},
     }
 
 
-def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
-    """Metrics JSON, sorted keys, atomically (no time stamps: DVC sees reruns as unchanged)."""
-    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> tuple[Path, Path]:
+    """The numbers-only metrics JSON and its provenance file beside it (as ``teachclip
+    evaluate`` writes them), sorted keys, atomically, no time stamps (DVC sees reruns as
+    unchanged)."""
+    return write_metrics_files(path, metrics)
 
 
 def shard_files(out_path: str | Path, world: int) -> list[Path]:

@@ -36,6 +36,7 @@ class FramesConfig:
     size: int = 224
     compression: str = "lzf"
     timeout: float = 300.0
+    honor_sar: bool = False  # official: pixels treated as square (anamorphic video squashed)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -76,6 +77,8 @@ def frames_attrs(config: FramesConfig, manifest_digest: str,
         "max_frames": config.max_frames,
         "resolution": config.size,
         "resize": "short side to resolution, ffmpeg bicubic",
+        "pixel_aspect": ("display (stretched by the sample aspect ratio first)"
+                         if config.honor_sar else "stored (square pixels assumed, official)"),
         "crop": "center",
         "color": "rgb24",
         "decoder": DECODER,
@@ -109,7 +112,7 @@ def decode_task(task: _Task, config: FramesConfig) -> tuple[int, SampledVideo | 
     try:
         sampled = sample_video(task.path, policy=config.policy, max_frames=config.max_frames,
                                size=config.size, start=task.start, end=task.end,
-                               timeout=config.timeout)
+                               timeout=config.timeout, honor_sar=config.honor_sar)
     except DecodeError as exc:
         return task.row, None, f"{exc.reason}: {exc.stderr_tail}" if exc.stderr_tail else exc.reason
     except OSError as exc:
@@ -161,8 +164,10 @@ def build_frames(
             if len(failures) > max_failed_fraction * len(tasks):
                 shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
                 raise InputError(
-                    f"{len(failures)} of {len(tasks)} videos failed to decode (more than "
-                    f"max_failed_fraction={max_failed_fraction:g}); first: {shown}",
+                    f"{len(failures)} of {len(tasks)} videos failed to decode, more than "
+                    f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
+                    f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
+                    "raise --max-failed-fraction to accept them as missing",
                     file=manifest.root,
                 )
             digest = writer.finalize(attrs)

@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.errors import InputError, MismatchError
 from pipeline.h5schema import open_checked, plain, plain_attrs
 
 SCHEMA = "teachclip.frames"
@@ -236,6 +237,23 @@ class FramesWriter:
         self.close()
         os.replace(compact, self.path)
         return digest
+
+
+def check_resolution(height: int, width: int, image_size: int, *, model: str,
+                     file: str | Path | None = None) -> None:
+    """Refuse frames whose size is not the model's image size, naming both and the two fixes.
+
+    Why here and early: without a params file ``teachclip frames`` decodes at 224 px (ViT-B/32)
+    while ``--clip tiny`` takes 32 px; the mismatch used to surface as a shape error deep in the
+    vision tower, after the data had been loaded.
+    """
+    if (int(height), int(width)) == (int(image_size), int(image_size)):
+        return
+    raise InputError(
+        f"frames are {height}×{width} px but {model} takes {image_size}×{image_size} images: "
+        f"rebuild the frames with `teachclip frames --size {image_size}`, or use a CLIP whose "
+        f"image size is {height} (224: ViT-B/32; --clip 'tiny:{{\"image_size\": {height}}}')",
+        file=file)
 
 
 class FramesReader:

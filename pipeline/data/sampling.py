@@ -137,6 +137,7 @@ def sample_video(
     start: float | None = None,
     end: float | None = None,
     timeout: float = 300.0,
+    honor_sar: bool = False,
 ) -> SampledVideo:
     """Decode one video (or clip) once and apply a sampling policy (see the module docstring).
 
@@ -145,12 +146,14 @@ def sample_video(
     frame of the clip is decoded at the target size (the exact frame count is only known after
     decoding), then F are picked. ``timestamps`` are seconds from the clip's ``start`` (negative
     for ``official`` frames before it: the official loader starts at ``int(start)``).
+    ``honor_sar``: see :func:`pipeline.data.video.decode_frames`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {POLICIES}")
     sampler = {"official": _sample_official, "exact_time": _sample_exact_time,
                "uniform": _sample_uniform}[policy]
-    kept, n_decoded, seconds = sampler(path, max_frames, size, start, end, timeout)
+    kept, n_decoded, seconds = sampler(path, max_frames, size, start, end, timeout,
+                                       honor_sar)
     frames, mask = pad_frames(kept, max_frames)
     timestamps = np.full(max_frames, np.nan, dtype=np.float32)
     timestamps[: len(kept)] = seconds[:max_frames]
@@ -170,7 +173,7 @@ def _probe_fps(path: str | Path, timeout: float) -> Fraction:
 
 def _sample_official(
     path: str | Path, max_frames: int, size: int, start: float | None, end: float | None,
-    timeout: float,
+    timeout: float, honor_sar: bool = False,
 ) -> Sampled:
     """The official loader's frames (module docstring), addressed by frame number as it does.
 
@@ -185,7 +188,7 @@ def _sample_official(
     first_frame = seconds.first * stride
     try:
         decoded = decode_frames(path, size=size, every_nth=stride, first_frame=first_frame,
-                                max_output_frames=count, timeout=timeout)
+                                max_output_frames=count, timeout=timeout, honor_sar=honor_sar)
     except DecodeError as exc:
         if exc.reason != "no frames decoded":
             raise
@@ -199,23 +202,24 @@ def _sample_official(
 
 def _sample_exact_time(
     path: str | Path, max_frames: int, size: int, start: float | None, end: float | None,
-    timeout: float,
+    timeout: float, honor_sar: bool = False,
 ) -> Sampled:
     """Every k-th frame of the real-time clip ``[start, end)`` (seek to ``start``), linspace."""
     fps = _probe_fps(path, timeout)
     stride = official_stride(fps)
     decoded = decode_frames(path, size=size, start=start, end=end, every_nth=stride,
-                            timeout=timeout)
+                            timeout=timeout, honor_sar=honor_sar)
     keep = select_evenly(len(decoded), max_frames)
     return decoded[keep], len(decoded), keep * stride / float(fps)
 
 
 def _sample_uniform(
     path: str | Path, max_frames: int, size: int, start: float | None, end: float | None,
-    timeout: float,
+    timeout: float, honor_sar: bool = False,
 ) -> Sampled:
     """Every frame of the clip decoded, F picked at the centres of equal bins."""
-    decoded = decode_frames(path, size=size, start=start, end=end, timeout=timeout)
+    decoded = decode_frames(path, size=size, start=start, end=end, timeout=timeout,
+                            honor_sar=honor_sar)
     keep = uniform_frame_indices(len(decoded), max_frames)
     fps = _fps_or_none(path, timeout)
     return decoded[keep], len(decoded), keep / fps if fps else np.full(len(keep), np.nan)

@@ -7,7 +7,10 @@ that each video gets a timeout (ffmpeg-python 0.2.0 ``run`` has none) and stderr
 captured (the notes' pitfall: an uncaptured stderr turns every error into ``None``).
 
 Resizing and cropping happen inside the ffmpeg filter graph (short side → ``size`` with bicubic,
-then centre crop), so only the final small frames cross the pipe. ffmpeg's bicubic is not PIL's
+then centre crop), so only the final small frames cross the pipe. Like the official loader, the
+resize treats pixels as square by default, so a video with a non-square sample aspect ratio
+(anamorphic DVD/TV footage) is squashed; ``honor_sar=True`` first stretches the stored frame to
+its display shape (the longer way, never losing resolution). ffmpeg's bicubic is not PIL's
 antialiased bicubic: pixels differ slightly from CLIP4Clip's loader, which is harmless as long as
 teacher and student read the same cached frames.
 """
@@ -140,6 +143,17 @@ def probe(path: str | Path, *, timeout: float = 60.0) -> VideoInfo:
     return parse_probe(stderr)
 
 
+def display_shape(stream: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
+    """Stretch frames to their display aspect (sample aspect ratio ``sar`` → 1).
+
+    SAR > 1 widens the frame, SAR < 1 heightens it, so no stored pixel is merged away; sizes are
+    kept even for yuv420p. Without SAR information ffmpeg's ``sar`` is 1 and this is a no-op.
+    """
+    return stream.filter(
+        "scale", "trunc(iw*max(sar,1)/2)*2", "trunc(ih*max(1/sar,1)/2)*2", flags="bicubic",
+    ).filter("setsar", "1")
+
+
 def decode_frames(
     path: str | Path,
     *,
@@ -153,6 +167,7 @@ def decode_frames(
     height: int | None = None,
     threads: int = 1,
     timeout: float = 300.0,
+    honor_sar: bool = False,
 ) -> np.ndarray:
     """Decode a video (or the clip ``[start, end)`` seconds) into uint8 RGB frames [n, H, W, 3].
 
@@ -165,6 +180,7 @@ def decode_frames(
     its first frame (``trim=start_frame``): exact whatever the stream's timestamps or a rounded
     frame rate, which is how the official loader addresses frames. ``max_output_frames=n`` stops
     ffmpeg after n output frames (``-frames:v``), so a clip's tail is never decoded.
+    ``honor_sar`` (with ``size``): scale by the sample aspect ratio before the resize and crop.
     """
     path = Path(path)
     _check_file(path)
@@ -173,6 +189,8 @@ def decode_frames(
     stream = ffmpeg.input(str(path), **_seek_options(path, start, end)).video
     stream, output_opts = _frame_selection(stream, every_nth, first_frame, max_output_frames)
     if size is not None:
+        if honor_sar:
+            stream = display_shape(stream)
         stream = stream.filter(
             "scale", size, size, force_original_aspect_ratio="increase", flags="bicubic"
         ).filter("crop", size, size)

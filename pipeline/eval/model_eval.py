@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeline.atomic import sha256_file
+from pipeline.data.frames_store import check_resolution
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError, MismatchError
 from pipeline.eval.adapters import StudentRetriever, TeacherRetriever
@@ -79,10 +80,8 @@ def default_name(loaded: LoadedModel) -> str:
 
 def check_frames_fit(loaded: LoadedModel, frames: Any) -> None:
     """Refuse frames the model cannot take (resolution, or F for F-specific teachers)."""
-    if frames.height != loaded.image_size or frames.width != loaded.image_size:
-        raise MismatchError("frame resolution (model image size vs frames.h5)",
-                            loaded.image_size, f"{frames.height}x{frames.width}",
-                            file=getattr(frames, "path", None))
+    check_resolution(frames.height, frames.width, loaded.image_size,
+                     model=f"the model {loaded.path}", file=getattr(frames, "path", None))
     if loaded.max_frames is not None and frames.max_frames != loaded.max_frames:
         raise MismatchError(f"max_frames (F) of {loaded.kind} teacher vs frames.h5",
                             loaded.max_frames, frames.max_frames,
@@ -122,6 +121,7 @@ def evaluate_model(
         "n_videos": len(eval_set.video_ids),
         "dropped_captions": eval_set.dropped_captions,
         "model_sha256": loaded.sha256,
+        "model_path": str(loaded.path),
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},

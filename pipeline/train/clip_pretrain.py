@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import SUMMARY_FILE, publish_dir, tmp_path_for, write_json_atomic
+from pipeline.data.frames_store import check_resolution
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
 from pipeline.models.clip import ClipTowers
@@ -115,6 +116,7 @@ def pretrain_clip(
 ) -> tuple[ClipTowers, TrainResult]:
     """Contrastive image–text training of a CLIP from ``config.clip`` (usually ``tiny``)."""
     towers = seeded_towers(config.clip, config.seed, freeze=False).to(device)
+    check_resolution(*pairs.images.shape[1:3], towers.image_size, model=f"CLIP {config.clip!r}")
     step_model = _ImageTextStep(towers)
     n = len(pairs.images)
     batch = config.batch_size

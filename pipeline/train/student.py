@@ -140,7 +140,7 @@ def train_student(
     ``caches`` are opened :class:`pipeline.cache.reader.TeacherCache` objects already checked
     for compatibility by the caller (F, L, ids, digests); none means the CLIP4Clip baseline.
     """
-    towers = seeded_towers(config.clip, config.seed,
+    towers = seeded_towers(config.clip, config.seed, frames=frames,
                            gradient_checkpointing=config.gradient_checkpointing)
     student = Student(towers, config.student).to(device)
     items, dropped = build_training_items(manifest, frames, ClipTokenizer.default(),

@@ -95,7 +95,7 @@ def train_teacher(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[Teacher, TrainResult, dict[str, Any]]:
     """Fine-tune a teacher; ``work_dir/best.pt`` holds the best validation epoch."""
-    towers = seeded_towers(config.clip, config.seed,
+    towers = seeded_towers(config.clip, config.seed, frames=frames,
                            gradient_checkpointing=config.gradient_checkpointing)
     teacher = build_teacher(config.kind, towers, config.max_words, config.max_frames,
                             **config.options).to(device)
