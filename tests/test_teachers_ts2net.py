@@ -12,11 +12,8 @@ from pipeline.models.clip import ClipTowers, load_clip
 from pipeline.models.convert import hf_state_dict_to_openai
 from pipeline.models.teachers import TEACHERS, build_teacher
 from pipeline.models.teachers.topk import PerturbedTopK
-from pipeline.models.teachers.ts2net import (
-    TS2NetTeacher,
-    load_official_ts2net_state,
-    run_temporal,
-)
+from pipeline.models.teachers.ts2net import TS2NetTeacher, run_temporal
+from pipeline.models.teachers.ts2net_import import load_official_ts2net_state
 from pipeline.models.temporal import TemporalTransformer
 from pipeline.models.token_shift import shift_tokens
 

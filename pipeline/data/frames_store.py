@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipeline.errors import InputError, MismatchError
+from pipeline.errors import InputError
 from pipeline.h5schema import open_checked, plain, plain_attrs
 
 SCHEMA = "teachclip.frames"

@@ -25,7 +25,7 @@ from pipeline.models.convert import convert_resblock, openai_state_dict_to_hf
 from pipeline.models.student import Student, StudentConfig
 from pipeline.models.teachers import TEACHERS
 from pipeline.models.teachers.base import Teacher
-from pipeline.models.teachers.ts2net import import_official_ts2net
+from pipeline.models.teachers.ts2net_import import import_official_ts2net
 from pipeline.models.teachers.xclip import XCLIP_MATRICES, XClipTeacher
 from pipeline.models.teachers.xpool import import_official_xpool
 from pipeline.models.temporal import default_heads
