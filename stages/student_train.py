@@ -22,6 +22,7 @@ from pipeline.train.setup import OptimConfig
 from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
+from stages.optim_options import optim_from, optim_options
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -114,22 +115,7 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
               help="Distillation temperature dividing student and teacher logits.")
 @click.option("--loss-weights", default=None,
               help="gt,coarse,fine weights (default: method §4 for the coarse method).")
-@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True,
-              help="Passes over the training captions.")
-@click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
-              help="Global batch (split over torchrun processes).")
-@click.option("--lr", type=float, default=_OPT.lr, show_default=True,
-              help="Peak learning rate of the new (non-CLIP) parameters.")
-@click.option("--coef-lr", type=float, default=_OPT.coef_lr, show_default=True,
-              help="CLIP lr = lr × coef-lr.")
-@click.option("--afa-lr-multiplier", type=float, default=_OPT.afa_lr_multiplier,
-              show_default=True, help="AFA layers' lr = lr × this.")
-@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True,
-              help="AdamW weight decay (not on biases, norms, embeddings, logit scale).")
-@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True,
-              help="Share of the steps with linear warm-up before the cosine decay.")
-@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True,
-              help="Clip the gradient norm to this value (0 = off).")
+@optim_options(_OPT, afa=True)
 @click.option("--seed", type=int, default=_CFG.seed, show_default=True,
               help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
 @DEVICE_OPTION
@@ -157,12 +143,7 @@ def train(ctx: click.Context, **values: Any) -> None:
     config = StudentTrainConfig(
         clip=values["clip"],
         student=StudentConfig(temporal=values["temporal"], aggregation=values["aggregation"]),
-        optim=OptimConfig(
-            epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
-            coef_lr=values["coef_lr"], afa_lr_multiplier=values["afa_lr_multiplier"],
-            weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
-            grad_clip=values["grad_clip"],
-        ),
+        optim=optim_from(values),
         max_words=values["max_words"], coarse=values["coarse"], fine=values["fine"],
         beta=values["beta"], loss_weights=parse_loss_weights(values["loss_weights"]),
         seed=values["seed"], amp=values["amp"], workers=values["workers"],

@@ -17,10 +17,10 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
 from pipeline.models.teachers import TEACHERS
-from pipeline.train.setup import OptimConfig
 from pipeline.train.teacher import TeacherTrainConfig
 from pipeline.train.teacher_run import run_teacher_train
 from stages.groups import teacher
+from stages.optim_options import optim_from, optim_options
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -82,20 +82,7 @@ def resolve_kind(name: str, kind: str | None) -> str:
               help="Output directory [default: paths.teachers/NAME/model].")
 @click.option("--max-words", type=int, default=_CFG.max_words, show_default=True,
               help="L: tokens per caption incl. start/end (longer captions are cut).")
-@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True,
-              help="Passes over the training captions.")
-@click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
-              help="Global batch (split over torchrun processes).")
-@click.option("--lr", type=float, default=_OPT.lr, show_default=True,
-              help="Peak learning rate of the new (non-CLIP) parameters.")
-@click.option("--coef-lr", type=float, default=_OPT.coef_lr, show_default=True,
-              help="CLIP lr = lr × coef-lr.")
-@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True,
-              help="AdamW weight decay (not on biases, norms, embeddings, logit scale).")
-@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True,
-              help="Share of the steps with linear warm-up before the cosine decay.")
-@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True,
-              help="Clip the gradient norm to this value (0 = off).")
+@optim_options(_OPT, afa=False)
 @click.option("--seed", type=int, default=_CFG.seed, show_default=True,
               help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
 @DEVICE_OPTION
@@ -121,12 +108,7 @@ def train(ctx: click.Context, **values: Any) -> None:
     frames = FramesReader(values["frames_path"])
     config = TeacherTrainConfig(
         kind=kind, clip=values["clip"], options=_parse_options(values["options"]),
-        optim=OptimConfig(
-            epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
-            coef_lr=values["coef_lr"], afa_lr_multiplier=1.0,
-            weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
-            grad_clip=values["grad_clip"],
-        ),
+        optim=optim_from(values),
         max_words=values["max_words"], max_frames=int(frames.max_frames), seed=values["seed"],
         amp=values["amp"], workers=values["workers"],
         eval_batch_size=values["eval_batch_size"], log_every=values["log_every"],
