@@ -60,14 +60,6 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     return info
 
 
-def current_info() -> DistInfo:
-    """The layout of an already initialised group (or a 1-rank info)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(),
-                        int(os.environ.get("LOCAL_RANK", "0")))
-    return DistInfo()
-
-
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

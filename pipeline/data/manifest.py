@@ -111,16 +111,6 @@ class Manifest:
             self.root,
         )
 
-    def video_path(self, video_id: str) -> Path:
-        """Absolute path of a video file (relative paths resolve against the manifest dir)."""
-        row = self.videos.loc[self.videos["video_id"] == video_id]
-        if row.empty:
-            raise InputError("unknown video id", item_id=video_id)
-        path = Path(row.iloc[0]["path"])
-        if not path.is_absolute() and self.root is not None:
-            path = self.root / path
-        return path
-
     def resolved_paths(self) -> list[Path]:
         """Absolute paths of all videos, in ``videos`` order."""
         out = []

@@ -13,7 +13,6 @@ ragged dimension are errors, and the reader returns rows in the order asked for 
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,8 +104,3 @@ class BigFile:
         memmap = np.memmap(self.directory / FEATURE_FILE, dtype=np.dtype("=f4"), mode="r",
                            shape=self.shape)
         return np.asarray(memmap[rows], dtype=np.float32)
-
-
-def native_byte_order() -> str:
-    """``little`` or ``big``: what feature.bin uses on this machine (recorded for users)."""
-    return sys.byteorder
