@@ -42,12 +42,14 @@ def schema_problem(attrs: dict[str, Any], schema: str, version: int) -> str | No
     return None
 
 
-def open_checked(path: str | Path, *, schema: str, version: int, what: str,
-                 **kwargs: Any) -> h5py.File:
+def open_checked(path: str | Path, *, schema: str, version: int | tuple[int, ...], what: str,
+                 fix: str | None = None, **kwargs: Any) -> h5py.File:
     """Open ``path`` read-only and check its schema; InputError/MismatchError naming the file.
 
-    ``what`` names the artifact in messages ("teacher cache", "frames file"); ``kwargs`` go to
-    :class:`h5py.File` (e.g. ``rdcc_nbytes``). The caller closes the handle.
+    ``what`` names the artifact in messages ("teacher cache", "frames file"), ``version`` is the
+    version (or the versions) the reader understands, ``fix`` says how to get a file it does
+    understand; ``kwargs`` go to :class:`h5py.File` (e.g. ``rdcc_nbytes``). The caller closes
+    the handle.
     """
     path = Path(path)
     if not path.is_file():
@@ -55,14 +57,19 @@ def open_checked(path: str | Path, *, schema: str, version: int, what: str,
     try:
         handle = h5py.File(path, "r", **kwargs)
     except OSError as exc:
-        raise InputError(f"cannot open {what} as HDF5: {exc}", file=path) from exc
+        hint = f"; {fix}" if fix else ""
+        raise InputError(f"cannot open {what} as HDF5 (truncated or damaged?): {exc}{hint}",
+                         file=path) from exc
     attrs = plain_attrs(handle)
     if attrs.get("schema") != schema:
         handle.close()
         raise InputError(f"not a {what} (schema {attrs.get('schema')!r}, expected {schema!r})",
                          file=path)
-    if attrs.get("schema_version") != version:
+    versions = (version,) if isinstance(version, int) else tuple(version)
+    if attrs.get("schema_version") not in versions:
         handle.close()
-        raise MismatchError(f"{what} schema_version", version, attrs.get("schema_version"),
-                            file=path)
+        expected = versions[0] if len(versions) == 1 else " or ".join(map(str, versions))
+        raise MismatchError(f"{what} schema_version", expected, attrs.get("schema_version"),
+                            file=path, expected_in="what this teachclip reads",
+                            found_in="the file", fix=fix)
     return handle
