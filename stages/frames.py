@@ -1,24 +1,33 @@
-"""``teachclip frames``: decode every manifest video once into frames.h5 (resumable)."""
+"""``teachclip frames``: decode every manifest video once into frames.h5 (resumable);
+``teachclip frames verify PATH``: re-check a frames file from its data.
+
+``frames`` is a group that runs the stage itself when no sub-command is given, so the stage's
+command line (and dvc.yaml) stays ``teachclip frames --manifest ... --out ...``.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 from pipeline.data.frames_build import FramesConfig, build_frames
+from pipeline.data.frames_verify import verify_frames
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.data.sampling import POLICIES
-from stages.groups import main
+from stages.groups import TeachclipGroup, main
 
 _DEFAULTS = FramesConfig()
 
 
-@main.command("frames")
-@click.option("--manifest", "manifest_dir", type=click.Path(file_okay=False), required=True,
-              help="Manifest directory (videos.csv, captions.csv).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="frames.h5 path.")
+@main.group("frames", cls=TeachclipGroup, invoke_without_command=True)
+@click.option("--manifest", type=click.Path(file_okay=False), default=None,
+              help="Manifest directory (videos.csv, captions.csv). Required to decode.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="frames.h5 path. Required to decode.")
 @click.option("--splits", default=",".join(SPLITS), show_default=True,
               help="Comma-separated splits to decode.")
 @click.option("--max-frames", type=int, default=_DEFAULTS.max_frames, show_default=True,
@@ -34,22 +43,55 @@ _DEFAULTS = FramesConfig()
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--max-failed-fraction", type=click.FloatRange(0, 1), default=0.05,
               show_default=True, help="Fail the stage if more videos than this fail to decode.")
-def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int, policy: str,
-           compression: str, timeout: float, workers: int, max_failed_fraction: float) -> None:
+@click.pass_context
+def frames(ctx: click.Context, manifest: str | None, out: str | None, splits: str,
+           max_frames: int, size: int, policy: str, compression: str, timeout: float,
+           workers: int, max_failed_fraction: float) -> None:
     """Sample, resize and crop each video's frames once; failures are listed, not zero-filled."""
-    manifest = Manifest.load(manifest_dir)
+    if ctx.invoked_subcommand is not None:
+        return
+    for value, option in ((manifest, "--manifest"), (out, "--out")):
+        if value is None:
+            raise click.UsageError(f"Missing option '{option}'.", ctx=ctx)
+    assert manifest is not None and out is not None
+    _build(Manifest.load(manifest), out, splits, FramesConfig(
+        policy=policy, max_frames=max_frames, size=size, compression=compression,
+        timeout=timeout), workers, max_failed_fraction)
+
+
+def _build(manifest: Manifest, out: str, splits: str, config: FramesConfig, workers: int,
+           max_failed_fraction: float) -> None:
+    """Run the stage and print what it did."""
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
-    config = FramesConfig(policy=policy, max_frames=max_frames, size=size,
-                          compression=compression, timeout=timeout)
     total = int(manifest.videos["split"].isin(chosen).sum())
     started = time.perf_counter()
     with tqdm(total=total, desc="frames", unit="video") as bar:
         report = build_frames(manifest, out, config, splits=chosen, workers=workers,
                               max_failed_fraction=max_failed_fraction, on_progress=bar.update)
     elapsed = time.perf_counter() - started
+    if report.discarded_tmp:
+        click.echo(f"note: restarted {report.path}.tmp from scratch: the earlier one was "
+                   f"{report.discarded_tmp}", err=True)
     for video_id, reason in report.failures:
         click.echo(f"failed: {video_id}: {reason}", err=True)
     click.echo(f"wrote {report.path}: {report.n_ok}/{report.n_videos} videos "
                f"({report.n_resumed} resumed, {report.n_decoded_now} decoded now, "
                f"{len(report.failures)} failed) in {elapsed:.1f} s; "
                f"content_digest {report.content_digest[:16]}")
+
+
+@frames.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def verify_cmd(path: Path) -> None:
+    """Re-read every video of the frames file PATH through its checksums and digests.
+
+    Exits with status 1 and lists every damaged video when anything is wrong.
+    """
+    with tqdm(desc="verify", unit="video") as bar:
+        problems = verify_frames(path, on_progress=bar.update)
+    if problems:
+        click.echo(f"Error: {path}: {len(problems)} problem(s):", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK ({bar.n} videos re-read and matched their digests)")
