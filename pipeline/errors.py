@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _restore(cls: type, args: tuple, state: dict) -> Exception:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
+
 class TeachclipError(Exception):
-    """Base class: the CLI turns any of these into a one-line message and exit code 1."""
+    """Base class: the CLI turns any of these into a one-line message and exit code 1.
+
+    Picklable whatever the subclass's constructor (an error raised in a DataLoader worker must
+    reach the main process unchanged).
+    """
+
+    def __reduce__(self) -> tuple:
+        return _restore, (type(self), self.args, dict(self.__dict__))
 
 
 class InputError(TeachclipError):

@@ -1,8 +1,8 @@
 """``teachclip frames``: decode every manifest video once into frames.h5 (resumable);
 ``teachclip frames verify PATH``: re-check a frames file from its data.
 
-``frames`` is a group that runs the stage itself when no sub-command is given, so the stage's
-command line (and dvc.yaml) stays ``teachclip frames --manifest ... --out ...``.
+``frames`` stays a plain command (params files, dvc.yaml and help see just the stage) that hands
+a first argument ``verify`` to the verify command (:class:`StageWithVerify`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -18,16 +19,31 @@ from pipeline.data.frames_build import FramesConfig, build_frames
 from pipeline.data.frames_verify import verify_frames
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.data.sampling import POLICIES
-from stages.groups import TeachclipGroup, main
+from stages.groups import main
 
 _DEFAULTS = FramesConfig()
 
 
-@main.group("frames", cls=TeachclipGroup, invoke_without_command=True)
-@click.option("--manifest", type=click.Path(file_okay=False), default=None,
-              help="Manifest directory (videos.csv, captions.csv). Required to decode.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="frames.h5 path. Required to decode.")
+class StageWithVerify(click.Command):
+    """A stage command that also answers ``<stage> verify ARGS``: the first argument ``verify``
+    makes the context of :attr:`verify` instead, which the group then invokes."""
+
+    verify: click.Command | None = None
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        if self.verify is not None and args and args[0] == self.verify.name:
+            return self.verify.make_context(f"{info_name} {self.verify.name}", args[1:],
+                                            parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@main.command("frames", cls=StageWithVerify,
+              epilog="`teachclip frames verify PATH` re-reads a finished frames.h5 through its "
+                     "checksums and digests.")
+@click.option("--manifest", "manifest_dir", type=click.Path(file_okay=False), required=True,
+              help="Manifest directory (videos.csv, captions.csv).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="frames.h5 path.")
 @click.option("--splits", default=",".join(SPLITS), show_default=True,
               help="Comma-separated splits to decode.")
 @click.option("--max-frames", type=int, default=_DEFAULTS.max_frames, show_default=True,
@@ -43,26 +59,13 @@ _DEFAULTS = FramesConfig()
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--max-failed-fraction", type=click.FloatRange(0, 1), default=0.05,
               show_default=True, help="Fail the stage if more videos than this fail to decode.")
-@click.pass_context
-def frames(ctx: click.Context, manifest: str | None, out: str | None, splits: str,
-           max_frames: int, size: int, policy: str, compression: str, timeout: float,
-           workers: int, max_failed_fraction: float) -> None:
+def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int, policy: str,
+           compression: str, timeout: float, workers: int, max_failed_fraction: float) -> None:
     """Sample, resize and crop each video's frames once; failures are listed, not zero-filled."""
-    if ctx.invoked_subcommand is not None:
-        return
-    for value, option in ((manifest, "--manifest"), (out, "--out")):
-        if value is None:
-            raise click.UsageError(f"Missing option '{option}'.", ctx=ctx)
-    assert manifest is not None and out is not None
-    _build(Manifest.load(manifest), out, splits, FramesConfig(
-        policy=policy, max_frames=max_frames, size=size, compression=compression,
-        timeout=timeout), workers, max_failed_fraction)
-
-
-def _build(manifest: Manifest, out: str, splits: str, config: FramesConfig, workers: int,
-           max_failed_fraction: float) -> None:
-    """Run the stage and print what it did."""
+    manifest = Manifest.load(manifest_dir)
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
+    config = FramesConfig(policy=policy, max_frames=max_frames, size=size,
+                          compression=compression, timeout=timeout)
     total = int(manifest.videos["split"].isin(chosen).sum())
     started = time.perf_counter()
     with tqdm(total=total, desc="frames", unit="video") as bar:
@@ -80,7 +83,7 @@ def _build(manifest: Manifest, out: str, splits: str, config: FramesConfig, work
                f"content_digest {report.content_digest[:16]}")
 
 
-@frames.command("verify")
+@click.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def verify_cmd(path: Path) -> None:
     """Re-read every video of the frames file PATH through its checksums and digests.
@@ -95,3 +98,6 @@ def verify_cmd(path: Path) -> None:
             click.echo(f"  - {problem}", err=True)
         sys.exit(1)
     click.echo(f"{path}: OK ({bar.n} videos re-read and matched their digests)")
+
+
+frames.verify = verify_cmd

@@ -27,6 +27,7 @@ from pipeline.cache.score import (
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
+from pipeline.locks import output_lock
 from pipeline.models.checkpoint import load_model, resolve_model_path
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
 from pipeline.models.tokenizer import ClipTokenizer
@@ -85,12 +86,23 @@ def run_teacher_score(
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
     tokenizer = ClipTokenizer.default()
     autocast = (lambda: autocast_context(device, amp)) if amp != "none" else None
-    result = score_teacher(
-        teacher, frames, manifest, out_path=work / CACHE_FILE, meta=meta, tokenizer=tokenizer,
-        device=device, split=split, batch_size=batch_size, block_rows=block_rows,
-        chunk_pairs=chunk_pairs, rank=dist_info.rank, world=dist_info.world_size,
-        autocast=autocast, on_mismatch="restart", on_start=on_start, on_progress=on_progress,
-    )
+    with output_lock(out, enabled=dist_info.is_main):
+        result = score_teacher(
+            teacher, frames, manifest, out_path=work / CACHE_FILE, meta=meta,
+            tokenizer=tokenizer, device=device, split=split, batch_size=batch_size,
+            block_rows=block_rows, chunk_pairs=chunk_pairs, rank=dist_info.rank,
+            world=dist_info.world_size, autocast=autocast, on_mismatch="restart",
+            on_start=on_start, on_progress=on_progress,
+        )
+        return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
+                       name, split, metrics_split, tokenizer, device, batch_size, autocast)
+
+
+def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
+            result: ScoreResult, frames: Any, manifest: Manifest, dist_info: DistInfo,
+            name: str | None, split: str, metrics_split: str, tokenizer: ClipTokenizer,
+            device: torch.device, batch_size: int, autocast: Any) -> TeacherScoreRun:
+    """Rank 0: the teacher's own metrics, summary.json, stale files out, publish ``out``."""
     metrics = None
     cache_bytes = 0
     if dist_info.is_main:

@@ -207,10 +207,15 @@ def search(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> list[SearchHit]:
     """Rank the index's videos for ``query``; the model must be the one that built the index."""
+    if top < 1:
+        raise InputError(f"--top-k must be at least 1, got {top}")
     expected = str(index.attrs.get("model_sha256", ""))
     if expected != loaded.sha256:
-        raise MismatchError("model sha256 (index built by vs model given)", expected,
-                            loaded.sha256, file=index.path)
+        raise MismatchError("model sha256", expected, loaded.sha256, file=index.path,
+                            expected_in=f"{index.path} (the model it was built with)",
+                            found_in=str(loaded.path),
+                            fix="search with the model that built the index, or rebuild the "
+                                "index with this model (`teachclip index`)")
     query_emb = encode_queries(loaded, [query], device)
     scores, rows = top_k(index.embeddings, query_emb, top, chunk_rows)
     return [SearchHit(rank + 1, index.video_ids[int(r)], float(s))

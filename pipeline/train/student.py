@@ -20,7 +20,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_with_grad
 from pipeline.eval.adapters import StudentRetriever
 from pipeline.models.checkpoint import save_model
-from pipeline.models.preprocess import normalize_frames
+from pipeline.models.preprocess import check_frame_size, normalize_frames
 from pipeline.models.student import Student, StudentConfig, student_logits
 from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.tokenizer import ClipTokenizer
@@ -142,6 +142,7 @@ def train_student(
     """
     towers = seeded_towers(config.clip, config.seed,
                            gradient_checkpointing=config.gradient_checkpointing)
+    check_frame_size(frames, towers.image_size, model=f"the CLIP {config.clip!r}")
     student = Student(towers, config.student).to(device)
     items, dropped = build_training_items(manifest, frames, ClipTokenizer.default(),
                                           config.max_words, caches)

@@ -19,7 +19,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_no_grad, gather_with_grad
 from pipeline.eval.adapters import TeacherRetriever
 from pipeline.models.checkpoint import save_model
-from pipeline.models.preprocess import normalize_frames
+from pipeline.models.preprocess import check_frame_size, normalize_frames
 from pipeline.models.teachers import build_teacher
 from pipeline.models.teachers.base import Teacher
 from pipeline.models.tokenizer import ClipTokenizer
@@ -97,6 +97,7 @@ def train_teacher(
     """Fine-tune a teacher; ``work_dir/best.pt`` holds the best validation epoch."""
     towers = seeded_towers(config.clip, config.seed,
                            gradient_checkpointing=config.gradient_checkpointing)
+    check_frame_size(frames, towers.image_size, model=f"the CLIP {config.clip!r}")
     teacher = build_teacher(config.kind, towers, config.max_words, config.max_frames,
                             **config.options).to(device)
     items, dropped = build_training_items(manifest, frames, ClipTokenizer.default(),
