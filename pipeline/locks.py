@@ -72,8 +72,11 @@ def acquire_tmp_lock(tmp: str | Path) -> OutputLock:
     try:
         tmp.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output directory ({exc.strerror}); choose an "
-                         "output path in a writable directory", file=tmp.parent) from None
+        reason = exc.strerror
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a file is in the way: a part of the path is not a directory"
+        raise InputError(f"cannot create the output directory ({reason}); choose an output "
+                         "path in a writable directory", file=tmp.parent) from None
     lock = FileLock(str(lock_file), timeout=0)
     try:
         lock.acquire()

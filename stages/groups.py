@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from pipeline.errors import TeachclipError, TeachclipWarning
 from stages.params import defaults_for, load_params
@@ -36,7 +37,7 @@ def warning_lines() -> Iterator[None]:
 
     def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
         if issubclass(category, TeachclipWarning):
-            click.echo(f"Warning: {message}", err=True)
+            tqdm.write(f"Warning: {message}", file=sys.stderr)  # on its own line under a bar
         else:
             shown(message, category, *args, **kw)
 

@@ -60,39 +60,52 @@ def _block_slabs(n_rows: int, n_cols: int, start: int, stop: int, chunk_rows: in
         yield s0, min(s0 + step, stop)
 
 
-def check_block(handle: h5py.File, block: int, start: int, stop: int, caption_ids: Sequence[str],
-                stored: np.ndarray | None) -> list[str]:
-    """Problems of one block: unreadable chunks, NaN/inf, digests that differ from ``stored``."""
-    sim_ds = handle["sim"]
+def _damaged(name: str, where: str, exc: BaseException) -> str:
+    return (f"{name} in {where} fails its checksum or cannot be read (damaged on disk; HDF5: "
+            f"{_reason(exc)})")
+
+
+def _sim_block(sim_ds: h5py.Dataset, start: int, stop: int) -> tuple[bytes, int | None]:
+    """sha256 of ``sim`` rows [start, stop) (streamed) and the first row holding NaN/inf."""
     chunk_rows = sim_ds.chunks[0] if sim_ds.chunks else 1
     hasher = hashlib.sha256()
     first_bad: int | None = None
+    for s0, s1 in _block_slabs(*sim_ds.shape, start, stop, chunk_rows):
+        slab = sim_ds[s0:s1]
+        hasher.update(np.ascontiguousarray(slab).tobytes())
+        finite = np.isfinite(slab).all(axis=1)
+        if first_bad is None and not finite.all():
+            first_bad = s0 + int(np.argmin(finite))
+    return hasher.digest(), first_bad
+
+
+def check_block(handle: h5py.File, block: int, start: int, stop: int, caption_ids: Sequence[str],
+                stored: np.ndarray | None) -> list[str]:
+    """Problems of one block: unreadable chunks, NaN/inf, digests that differ from ``stored``."""
+    where = f"block {block} ({_captions(caption_ids, start, stop)})"
+    problems: list[str] = []
+    found: dict[str, bytes] = {}
     try:
-        for s0, s1 in _block_slabs(*sim_ds.shape, start, stop, chunk_rows):
-            slab = sim_ds[s0:s1]
-            hasher.update(np.ascontiguousarray(slab).tobytes())
-            finite = np.isfinite(slab).all(axis=1)
-            if first_bad is None and not finite.all():
-                first_bad = s0 + int(np.argmin(finite))
+        found["sim"], first_bad = _sim_block(handle["sim"], start, stop)
+        if first_bad is not None:
+            problems.append(f"sim has NaN/inf in {where}, first row {first_bad} "
+                            f"(caption {caption_ids[first_bad]!r})")
+    except OSError as exc:
+        problems.append(_damaged("sim", where, exc))
+    try:
         rel, mask = handle["relevance"][start:stop], handle["frame_mask"][start:stop]
     except OSError as exc:
-        return [f"block {block} ({_captions(caption_ids, start, stop)}) cannot be read: "
-                f"{_reason(exc)}"]
-    problems = []
-    where = f"block {block} ({_captions(caption_ids, start, stop)})"
-    if first_bad is not None:
-        problems.append(f"sim has NaN/inf in {where}, first row {first_bad} "
-                        f"(caption {caption_ids[first_bad]!r})")
+        return problems + [_damaged("relevance/frame_mask", where, exc)]
     finite = (np.isfinite(rel) | ~mask.astype(bool)).all(axis=1)
     if not finite.all():
         row = start + int(np.argmin(finite))
         problems.append(f"relevance has NaN/inf in {where}, first row {row} "
                         f"(caption {caption_ids[row]!r})")
+    found["relevance"] = hashlib.sha256(np.ascontiguousarray(rel).tobytes()).digest()
+    found["frame_mask"] = hashlib.sha256(np.ascontiguousarray(mask).tobytes()).digest()
     if stored is not None:
-        found = [hasher.digest(), hashlib.sha256(np.ascontiguousarray(rel).tobytes()).digest(),
-                 hashlib.sha256(np.ascontiguousarray(mask).tobytes()).digest()]
-        for name, want, got in zip(DIGEST_DATASETS, stored, found, strict=True):
-            if want.tobytes() != got:
+        for name, want in zip(DIGEST_DATASETS, stored, strict=True):
+            if name in found and want.tobytes() != found[name]:
                 problems.append(f"{name} in {where} differs from the digest recorded when it was "
                                 "written: the data changed on disk")
     return problems

@@ -28,8 +28,7 @@ TMP_FORMAT = 2
 CHUNK_ORIGIN = (0, 0, 0, 0)
 #: What every chunked dataset of a version 2 file gets, on top of its compression.
 CHECKSUM = {"fletcher32": True}
-REEXTRACT = ("re-extract it with `teachclip frames` (decoding resumes where it stopped), or fetch "
-             "a good copy (e.g. `dvc pull`)")
+REEXTRACT = "re-extract it (`teachclip frames`) or fetch a good copy (e.g. `dvc pull`)"
 
 
 def row_digest(frames: np.ndarray, mask: np.ndarray) -> bytes:
