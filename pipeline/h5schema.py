@@ -66,10 +66,13 @@ def open_checked(path: str | Path, *, schema: str, version: int | tuple[int, ...
         raise InputError(f"not a {what} (schema {attrs.get('schema')!r}, expected {schema!r})",
                          file=path)
     versions = (version,) if isinstance(version, int) else tuple(version)
-    if attrs.get("schema_version") not in versions:
+    found = attrs.get("schema_version")
+    if found not in versions:
         handle.close()
         expected = versions[0] if len(versions) == 1 else " or ".join(map(str, versions))
-        raise MismatchError(f"{what} schema_version", expected, attrs.get("schema_version"),
-                            file=path, expected_in="what this teachclip reads",
-                            found_in="the file", fix=fix)
+        if isinstance(found, int) and found > max(versions):
+            fix = "it was written by a newer teachclip: upgrade this installation to read it"
+        raise MismatchError(f"{what} schema_version", expected, found, file=path,
+                            expected_in="what this teachclip reads", found_in="the file",
+                            fix=fix)
     return handle
