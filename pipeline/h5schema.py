@@ -8,13 +8,14 @@ missing file, a file HDF5 cannot read, another kind of file or another version a
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from pipeline.errors import InputError, MismatchError
+from pipeline.errors import InputError, MismatchError, OutputLockedError
 
 
 def plain(value: Any) -> Any:
@@ -76,3 +77,35 @@ def open_checked(path: str | Path, *, schema: str, version: int | tuple[int, ...
                             expected_in="what this teachclip reads", found_in="the file",
                             fix=fix)
     return handle
+
+
+def is_lock_error(exc: OSError) -> bool:
+    """True when HDF5 refused to open a file because another process holds its file lock."""
+    number = getattr(exc, "errno", None)
+    return number in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc)
+
+
+def open_tmp_for_resume(path: str | Path, mode: str = "r+") -> h5py.File | None:
+    """Open a writer's tmp file to continue it; None only when HDF5 cannot read it at all.
+
+    Why so careful: a tmp HDF5 will not open because another process holds its file lock is
+    someone's live work, and deleting it "because it is broken" destroys that work. A lock error
+    is therefore never taken for damage (OutputLockedError), and a file counts as unreadable only
+    if it also fails to open without locking. ``HDF5_USE_FILE_LOCKING=TRUE`` overrides
+    ``locking=False``, which is why the error is classified first.
+    """
+    path = Path(path)
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        first = exc
+    if not is_lock_error(first):
+        try:
+            with h5py.File(path, "r", locking=False):
+                pass
+        except OSError:
+            return None  # e.g. killed mid-write: nothing in it can be trusted
+    raise OutputLockedError(
+        f"{path}: the file is open in another process (HDF5: "
+        f"{str(first).splitlines()[0]}); it was left untouched: wait for that process to "
+        "finish or close it, then rerun") from None

@@ -43,29 +43,11 @@ from pipeline.cache.schema import (
     write_small,
 )
 from pipeline.diskguard import DiskGuard, close_after_failure, reason_of
-from pipeline.errors import InputError, MismatchError, OutputLockedError, WriteFailedError
-from pipeline.h5schema import plain_attrs
+from pipeline.errors import InputError, MismatchError, WriteFailedError
+from pipeline.h5schema import open_tmp_for_resume, plain_attrs
 from pipeline.locks import acquire_tmp_lock
 
 _BLOCK_DATASETS = ("sim", "relevance", "frame_mask", "rows_done", "block_digests")
-
-
-def _open_existing(tmp_path: Path) -> h5py.File | None:
-    """The tmp opened for appending; None when HDF5 cannot read it even without its lock.
-
-    A tmp that is only locked (another process has it open) raises OutputLockedError.
-    """
-    try:
-        return h5py.File(tmp_path, "a")
-    except OSError as exc:
-        try:
-            with h5py.File(tmp_path, "r", locking=False):
-                pass
-        except OSError:
-            return None  # killed mid-write: unreadable, nothing in it could be trusted
-        raise OutputLockedError(
-            f"{tmp_path}: the file is open in another process (HDF5: {reason_of(exc)}); it was "
-            "left untouched: wait for that process to finish or close it, then rerun") from None
 
 
 class TeacherCacheWriter:
@@ -148,7 +130,7 @@ class TeacherCacheWriter:
 
     def _open(self, on_mismatch: str) -> h5py.File:
         if self.tmp_path.exists():
-            handle = _open_existing(self.tmp_path)
+            handle = open_tmp_for_resume(self.tmp_path, "a")
             if handle is None:
                 self.tmp_path.unlink()
             else:

@@ -36,8 +36,8 @@ from pipeline.data.frames_schema import (
     row_digest,
 )
 from pipeline.diskguard import DiskGuard, close_after_failure, reason_of
-from pipeline.errors import InputError, OutputLockedError, WriteFailedError
-from pipeline.h5schema import plain
+from pipeline.errors import InputError, WriteFailedError
+from pipeline.h5schema import open_tmp_for_resume, plain
 from pipeline.locks import OutputLock, acquire_tmp_lock
 
 _ROW_DATASETS = ("frames", "mask", "n_decoded", "timestamps", "row_sha256", "done", "failed",
@@ -76,17 +76,9 @@ def _open_for_resume(tmp_path: Path, key: Mapping[str, Any]) -> tuple[h5py.File 
     An open that fails only because another process holds HDF5's lock on the file raises
     OutputLockedError: that tmp is someone's live work and is never deleted.
     """
-    try:
-        handle = h5py.File(tmp_path, "r+")
-    except OSError as exc:
-        try:
-            with h5py.File(tmp_path, "r", locking=False):
-                pass
-        except OSError:
-            return None, f"unreadable ({reason_of(exc)})"
-        raise OutputLockedError(
-            f"{tmp_path}: the file is open in another process (HDF5: {reason_of(exc)}); it was "
-            "left untouched: wait for that process to finish or close it, then rerun") from None
+    handle = open_tmp_for_resume(tmp_path)
+    if handle is None:
+        return None, "unreadable (HDF5 cannot open it)"
     try:
         stored = {k: plain(v) for k, v in handle.attrs.items()}
         if all(name in handle for name in _ROW_DATASETS):
