@@ -8,8 +8,10 @@ here is an ``flock`` on ``<out>.tmp.lock`` (via :mod:`filelock`), independent of
 released by the kernel when its process dies (no stale locks after a kill), and never waited
 for: a second run fails immediately and says who holds the lock.
 
-The lock file is removed on release (filelock checks the inode after locking, so a racing
-process never believes it holds a removed file's lock).
+The lock file stays in place after release, as filelock intends: the lock is the ``flock`` on
+its inode, and deleting the path would let a racing process lock a fresh inode while another
+still holds the old one (tox-dev/filelock#574). An empty or stale ``.tmp.lock`` file therefore
+means nothing by itself; ``*.tmp.lock`` is git-ignored.
 """
 
 from __future__ import annotations
@@ -51,14 +53,9 @@ class OutputLock:
         self._lock = lock
 
     def release(self) -> None:
-        """Remove the lock file, then drop the lock (idempotent)."""
-        if not self._lock.is_locked:
-            return
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only directory after the fact: the kernel lock still goes below
-        self._lock.release(force=True)
+        """Drop the lock (idempotent); the lock file stays (see the module docstring)."""
+        if self._lock.is_locked:
+            self._lock.release(force=True)
 
 
 def acquire_tmp_lock(tmp: str | Path) -> OutputLock:

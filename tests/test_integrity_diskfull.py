@@ -73,9 +73,11 @@ def _fail_flush_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
 
 
 def _leftovers(out: Path) -> list[str]:
-    """Files beside ``out`` other than the final file and its tmp (reserve, lock, compact)."""
+    """Files beside ``out`` other than the final file, its tmp and its lock file (a reserve or a
+    partial compaction would be left-overs)."""
+    mine = (out.name, f"{out.name}.tmp", f"{out.name}.tmp.lock")
     return sorted(p.name for p in out.parent.iterdir()
-                  if p.name.startswith(out.name) and p.name not in (out.name, f"{out.name}.tmp"))
+                  if p.name.startswith(out.name) and p.name not in mine)
 
 
 # ------------------------------------------------------------------------------ simulated
@@ -137,7 +139,7 @@ def test_reserve_that_does_not_fit_fails_at_start(synth: dict, tmp_path: Path,
     monkeypatch.setattr(os, "posix_fallocate", no_room)
     with pytest.raises(WriteFailedError, match="not enough free space to start"):
         build_frames(synth["manifest"], out, CONFIG, workers=1)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["frames.h5.tmp.lock"]  # no tmp, no reserve
 
 
 def test_cache_block_write_fails_keeps_tmp_and_resumes_bit_equal(
@@ -212,7 +214,7 @@ def test_real_full_tmpfs(synth: dict, tmp_path: Path, case: str) -> None:
         assert "Traceback" not in first.stderr and "tmp file is kept" in error[0]
         if case == "hdf5-compaction":
             assert "while writing the final file" in error[0]
-        assert sorted(p.name for p in disk.iterdir()) == ["frames.h5.tmp"]
+        assert sorted(p.name for p in disk.iterdir()) == ["frames.h5.tmp", "frames.h5.tmp.lock"]
         resize_tmpfs(disk, "48m")  # "free space"
         second = run_cli(args)
         assert second.returncode == 0, second.stderr[-2000:]

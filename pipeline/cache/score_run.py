@@ -115,7 +115,10 @@ def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
             write_metrics(work / METRICS_FILE, metrics)
         keep = {CACHE_FILE, METRICS_FILE, SUMMARY_FILE}
         keep |= {p.name for p in shard_files(work / CACHE_FILE, dist_info.world_size)}
-        for stale in work.iterdir():  # e.g. shards of an earlier run with another world size
+        # Stale files, e.g. shards of an earlier run with another world size, and the lock files
+        # of the writers inside ``work`` (safe to delete: every writer there is done, and no one
+        # else can open one while this rank holds the lock of ``out`` itself).
+        for stale in work.iterdir():
             if stale.name not in keep:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         cache_bytes = sum(p.stat().st_size for p in work.iterdir() if p.suffix == ".h5")
