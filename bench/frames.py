@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from pipeline.data.sampling import official_frame_indices, sample_video
-from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.synth import render_dataset
+from pipeline.data.synth_plan import SynthParams
 from pipeline.data.video import decode_frames, ffmpeg_exe, ffmpeg_version, probe
 
 

@@ -1,6 +1,6 @@
 """Retrieval cost: the student's one-vector index against the teachers' cross-grained heads.
 
-Why: the whole point of TeachCLIP (SPEC §1) is that the student keeps CLIP4Clip's search cost
+Why: the whole point of TeachCLIP (method §1) is that the student keeps CLIP4Clip's search cost
 (one D-vector per video, one dot product per text × video) while X-CLIP, TS2-Net and X-Pool need
 per-frame (and per-word) features and an O(L·F·D) or O(F·D) head per pair. This benchmark puts
 numbers on it, in one run, on the same machine, for N videos of random unit vectors / random

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Re-run every trained model of the embedded default with other seeds and aggregate the results
-# table over seeds (mean ± std). Run after `dvc repro` (reuses data/synth, data/frames.h5 and
-# data/clip; seed 42 is the pipeline's own run in data/teachers and data/students).
-#   bench/seeds.sh            # seeds 1 and 2, then data/results_seeds.md
+# Re-run every trained model of the pipeline with other seeds and aggregate the results table
+# over seeds (mean ± std). Run after `dvc repro` (reuses the dataset, frames.h5 and the CLIP;
+# seed 42 is the pipeline's own run). Teachers, baselines and students are read from params.yaml,
+# so a model added there is re-seeded too.
+#   bench/seeds.sh            # seeds 1 and 2, then data/results/results_seeds.md
 #   SEEDS="1 2 3" bench/seeds.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS="${SEEDS:-1 2}"
 P=params.yaml
-TEACHERS="xclip ts2net xpool"
-STUDENTS="baseline baseline_seqtransf baseline_afa xclip ts2net xpool xclip_ts2net"
+
+py() { python -c "import yaml; p = yaml.safe_load(open('$P')) or {}; $1"; }
+TEACHERS=$(py "print(' '.join(p.get('teachers') or {}))")
+BASELINES=$(py "print(' '.join(p.get('baselines') or {}))")
+STUDENTS=$(py "print(' '.join(p.get('students') or {}))")
+path() { py "print({'teachers': 'data/teachers', 'metrics': 'data/metrics', 'results': 'data/results', **(p.get('paths') or {})}['$1'])"; }
+TEACHERS_DIR=$(path teachers); METRICS_DIR=$(path metrics); RESULTS_DIR=$(path results)
 
 for seed in $SEEDS; do
   root="data/seeds/$seed"
@@ -19,35 +25,34 @@ for seed in $SEEDS; do
     teachclip --params $P teacher score --name "$t" --model "$root/teachers/$t/model" \
       --out "$root/teachers/$t/cache"
   done
-  for s in $STUDENTS; do
-    [ -f "$root/metrics/student_$s.json" ] && continue
+  for s in $BASELINES $STUDENTS; do
+    [ -f "$root/metrics/$s.json" ] && continue
     caches=()
-    case "$s" in
-      xclip|ts2net|xpool) caches=(--cache "$root/teachers/$s/cache/cache.h5") ;;
-      xclip_ts2net) caches=(--cache "$root/teachers/xclip/cache/cache.h5"
-                            --cache "$root/teachers/ts2net/cache/cache.h5") ;;
-    esac
+    for t in $(py "print(' '.join(((p.get('students') or {}).get('$s') or {}).get('teachers') or []))"); do
+      caches+=(--cache "$root/teachers/$t/cache/cache.h5")
+    done
     teachclip --params $P student train --name "$s" --seed "$seed" "${caches[@]}" \
       --out "$root/students/$s"
-    teachclip --params $P evaluate --model "$root/students/$s" --name "student_$s" \
-      --out "$root/metrics/student_$s.json"
+    prefix=""; [ ${#caches[@]} -gt 0 ] && prefix="student_"
+    teachclip --params $P evaluate --model "$root/students/$s" --name "$prefix$s" \
+      --out "$root/metrics/$s.json"
   done
 done
 
-join() {  # join <relative path>: the seed-42 file plus one per extra seed, comma-separated
-  local out="data/$1"
-  for seed in $SEEDS; do out="$out,data/seeds/$seed/$1"; done
+join() {  # join <seed-42 file> <relative path under data/seeds/N>: comma-separated seed files
+  local out="$1"
+  for seed in $SEEDS; do out="$out,data/seeds/$seed/$2"; done
   echo "$out"
 }
-teachclip report \
-  --metrics "teacher_xclip=$(join teachers/xclip/cache/metrics.json)" \
-  --metrics "teacher_ts2net=$(join teachers/ts2net/cache/metrics.json)" \
-  --metrics "teacher_xpool=$(join teachers/xpool/cache/metrics.json)" \
-  --metrics "baseline_meanP=$(join metrics/student_baseline.json)" \
-  --metrics "baseline_seqTransf=$(join metrics/student_baseline_seqtransf.json)" \
-  --metrics "baseline_seqTransf_AFA=$(join metrics/student_baseline_afa.json)" \
-  --metrics "student_xclip=$(join metrics/student_xclip.json)" \
-  --metrics "student_ts2net=$(join metrics/student_ts2net.json)" \
-  --metrics "student_xpool=$(join metrics/student_xpool.json)" \
-  --metrics "student_xclip_ts2net=$(join metrics/student_xclip_ts2net.json)" \
-  --out data/results_seeds.md
+specs=()
+for t in $TEACHERS; do
+  specs+=(--metrics "teacher_$t=$(join "$TEACHERS_DIR/$t/cache/metrics.json" "teachers/$t/cache/metrics.json")")
+done
+for b in $BASELINES; do
+  specs+=(--metrics "$b=$(join "$METRICS_DIR/$b.json" "metrics/$b.json")")
+done
+for s in $STUDENTS; do
+  specs+=(--metrics "student_$s=$(join "$METRICS_DIR/$s.json" "metrics/$s.json")")
+done
+teachclip report "${specs[@]}" --out "$RESULTS_DIR/results_seeds.md" \
+  --plot "$RESULTS_DIR/results_seeds.tsv" --plot "$RESULTS_DIR/results_seeds.png"

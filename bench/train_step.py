@@ -2,7 +2,7 @@
 
 Why: TeachCLIP's offline pipeline scores the teachers once and trains the student from the
 cache, so a training step should cost what a CLIP4Clip step costs; the official code instead
-runs the teacher on every batch (SPEC §8 anchors). This benchmark times both in one run, through
+runs the teacher on every batch (method §8 anchors). This benchmark times both in one run, through
 the real code: random frames written to a real ``frames.h5`` and random soft labels to a real
 teacher cache, read by ``GlobalBatchDataset`` + ``epoch_loader`` (DataLoader workers, pinned
 memory), stepped by ``pipeline.train.loop.run_training`` with ``student_loss_step``.
@@ -346,7 +346,7 @@ def run_forward_mode(spec: RunSpec, args: argparse.Namespace, data: BenchData,
 
 def build_models(source: str, args: argparse.Namespace, device: torch.device,
                  need_teacher: bool) -> tuple[Student, XClipTeacher | None]:
-    """Student as ``train_student`` builds it (SPEC §6 freezing) and an X-CLIP teacher."""
+    """Student as ``train_student`` builds it (method §6 freezing) and an X-CLIP teacher."""
     towers = load_clip(source, seed=args.seed)
     towers.freeze_per_spec()
     student = Student(towers).to(device)

@@ -89,3 +89,15 @@ SUMMARY_FILE = "summary.json"
 def write_json_atomic(final: str | Path, data: Any) -> None:
     """Pretty, key-sorted JSON (values JSON cannot hold become strings), written atomically."""
     write_text_atomic(final, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_tree(path: str | Path) -> str:
+    """sha256 of a file, or of a directory as (relative path, file sha256) pairs in sorted order
+    (so a Hugging Face weights directory has one digest, independent of file timestamps)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()

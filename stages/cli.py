@@ -10,8 +10,11 @@ from stages.groups import main
 # Stage modules register themselves on import (keep this list sorted).
 STAGE_MODULES: list[str] = [
     "cache",
+    "clip_prepare",
+    "cache_show",
     "clip_pretrain",
     "data_import",
+    "data_prepare",
     "data_synth",
     "embed",
     "evaluate",
@@ -19,6 +22,7 @@ STAGE_MODULES: list[str] = [
     "index",
     "report",
     "search",
+    "student_import",
     "student_train",
     "teacher_import",
     "teacher_score",

@@ -15,7 +15,7 @@ from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.train.clip_pretrain import PretrainConfig, run_clip_pretrain
 from stages.groups import main
-from stages.options import resolve_device
+from stages.options import DEVICE_OPTION, frames_option, manifest_option, resolve_device
 
 
 @main.group("clip")
@@ -24,21 +24,27 @@ def clip_group() -> None:
 
 
 @clip_group.command("pretrain")
-@click.option("--frames", "frames_path", type=click.Path(dir_okay=False), required=True)
-@click.option("--manifest", "manifest_dir", type=click.Path(file_okay=False), required=True)
+@frames_option()
+@manifest_option()
 @click.option("--segments", type=click.Path(dir_okay=False), required=True,
               help="segments.csv of the synthetic set (video_id, start, end, text).")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output directory (Hugging Face CLIP layout).")
 @click.option("--clip", "clip_source", default="tiny", show_default=True,
               help="Starting point: 'tiny', 'tiny:{json}' or a CLIP directory/file.")
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.1, show_default=True)
-@click.option("--max-words", type=int, default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--epochs", type=int, default=20, show_default=True,
+              help="Passes over the frame–phrase pairs.")
+@click.option("--batch-size", type=int, default=128, show_default=True,
+              help="Pairs per contrastive batch (in-batch negatives).")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Peak learning rate (warm-up, then cosine decay).")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True,
+              help="AdamW weight decay.")
+@click.option("--max-words", type=int, default=16, show_default=True,
+              help="Tokens per phrase incl. start/end.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the initial weights and the batch order.")
+@DEVICE_OPTION
 def pretrain(frames_path: str, manifest_dir: str, segments: str, out: str, clip_source: str,
              epochs: int, batch_size: int, lr: float, weight_decay: float, max_words: int,
              seed: int, device: str) -> None:

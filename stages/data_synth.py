@@ -7,7 +7,8 @@ import time
 import click
 from tqdm import tqdm
 
-from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.synth import render_dataset
+from pipeline.data.synth_plan import SynthParams
 from stages.groups import data
 
 _DEFAULTS = SynthParams()
@@ -16,23 +17,32 @@ _DEFAULTS = SynthParams()
 @data.command("synth")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output directory (manifest, videos/, segments.csv, synth_plan.json).")
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
-@click.option("--n-train", type=int, default=_DEFAULTS.n_train, show_default=True)
-@click.option("--n-val", type=int, default=_DEFAULTS.n_val, show_default=True)
-@click.option("--n-test", type=int, default=_DEFAULTS.n_test, show_default=True)
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
+              help="Seeds every video's plan (shapes, segments, captions): same seed, same set.")
+@click.option("--n-train", type=int, default=_DEFAULTS.n_train, show_default=True,
+              help="Videos in the train split.")
+@click.option("--n-val", type=int, default=_DEFAULTS.n_val, show_default=True,
+              help="Videos in the val split.")
+@click.option("--n-test", type=int, default=_DEFAULTS.n_test, show_default=True,
+              help="Videos in the test split.")
 @click.option("--captions-per-video", type=int, default=_DEFAULTS.captions_per_video,
-              show_default=True)
-@click.option("--fps", type=int, default=_DEFAULTS.fps, show_default=True)
+              show_default=True, help="Paraphrased captions per video.")
+@click.option("--fps", type=int, default=_DEFAULTS.fps, show_default=True,
+              help="Frame rate of the rendered videos.")
 @click.option("--min-duration", type=float, default=_DEFAULTS.min_duration, show_default=True,
               help="Seconds.")
 @click.option("--max-duration", type=float, default=_DEFAULTS.max_duration, show_default=True,
               help="Seconds.")
 @click.option("--resolution", type=int, default=_DEFAULTS.resolution, show_default=True,
               help="Square frame side in pixels.")
-@click.option("--min-segments", type=int, default=_DEFAULTS.min_segments, show_default=True)
-@click.option("--max-segments", type=int, default=_DEFAULTS.max_segments, show_default=True)
-@click.option("--min-segment-s", type=float, default=_DEFAULTS.min_segment_s, show_default=True)
-@click.option("--max-segment-s", type=float, default=_DEFAULTS.max_segment_s, show_default=True)
+@click.option("--min-segments", type=int, default=_DEFAULTS.min_segments, show_default=True,
+              help="Fewest informative segments (what captions describe) per video.")
+@click.option("--max-segments", type=int, default=_DEFAULTS.max_segments, show_default=True,
+              help="Most informative segments per video.")
+@click.option("--min-segment-s", type=float, default=_DEFAULTS.min_segment_s, show_default=True,
+              help="Shortest informative segment, seconds.")
+@click.option("--max-segment-s", type=float, default=_DEFAULTS.max_segment_s, show_default=True,
+              help="Longest informative segment, seconds.")
 @click.option("--partial-caption-prob", type=click.FloatRange(0, 1),
               default=_DEFAULTS.partial_caption_prob, show_default=True,
               help="Probability that a caption describes only some of a video's segments.")
@@ -43,8 +53,10 @@ _DEFAULTS = SynthParams()
               help="0 = flat filler, 1 = dense high-contrast clutter.")
 @click.option("--codec", default=_DEFAULTS.codec, show_default=True,
               help="auto (libx264, else mpeg4) or an ffmpeg encoder name.")
-@click.option("--crf", type=int, default=_DEFAULTS.crf, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--crf", type=int, default=_DEFAULTS.crf, show_default=True,
+              help="Encoder quality (constant rate factor; lower = better, larger files).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Videos rendered in parallel (one ffmpeg process each).")
 def synth(out_dir: str, workers: int, **options: object) -> None:
     """Render moving-shape videos with informative segments between filler, plus captions."""
     params = SynthParams(**options)  # type: ignore[arg-type]

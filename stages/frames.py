@@ -18,8 +18,8 @@ from tqdm import tqdm
 from pipeline.data.frames_build import FramesConfig, build_frames
 from pipeline.data.frames_verify import verify_frames
 from pipeline.data.manifest import SPLITS, Manifest
-from pipeline.data.sampling import POLICIES
 from stages.groups import main
+from stages.options import honor_sar_option, policy_option
 
 _DEFAULTS = FramesConfig()
 
@@ -49,23 +49,27 @@ class StageWithVerify(click.Command):
 @click.option("--max-frames", type=int, default=_DEFAULTS.max_frames, show_default=True,
               help="F: frames kept per video.")
 @click.option("--size", type=int, default=_DEFAULTS.size, show_default=True,
-              help="Short side → size (bicubic), then centre crop size×size.")
-@click.option("--policy", type=click.Choice(POLICIES), default=_DEFAULTS.policy,
-              show_default=True)
+              help="Short side → size (bicubic), then centre crop size×size. Must equal the "
+                   "CLIP's image size: 224 for ViT-B/32, 32 for --clip tiny (the embedded "
+                   "default's params.yaml sets 32).")
+@policy_option(_DEFAULTS.policy)
+@honor_sar_option()
 @click.option("--compression", default=_DEFAULTS.compression, show_default=True,
               help="none, lzf or gzip[:level] for the frames dataset.")
 @click.option("--timeout", type=float, default=_DEFAULTS.timeout, show_default=True,
               help="Seconds per video before ffmpeg is killed and the video counted as failed.")
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Videos decoded in parallel (one ffmpeg process each; 1 = in this process).")
 @click.option("--max-failed-fraction", type=click.FloatRange(0, 1), default=0.05,
               show_default=True, help="Fail the stage if more videos than this fail to decode.")
 def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int, policy: str,
-           compression: str, timeout: float, workers: int, max_failed_fraction: float) -> None:
+           honor_sar: bool, compression: str, timeout: float, workers: int,
+           max_failed_fraction: float) -> None:
     """Sample, resize and crop each video's frames once; failures are listed, not zero-filled."""
     manifest = Manifest.load(manifest_dir)
     chosen = [s.strip() for s in splits.split(",") if s.strip()]
     config = FramesConfig(policy=policy, max_frames=max_frames, size=size,
-                          compression=compression, timeout=timeout)
+                          compression=compression, timeout=timeout, honor_sar=honor_sar)
     total = int(manifest.videos["split"].isin(chosen).sum())
     started = time.perf_counter()
     with tqdm(total=total, desc="frames", unit="video") as bar:

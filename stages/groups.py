@@ -18,7 +18,7 @@ import click
 from tqdm import tqdm
 
 from pipeline.errors import TeachclipError, TeachclipWarning
-from stages.params import defaults_for, load_params
+from stages.params import defaults_for, load_params, paths_of
 
 
 def os_error_line(exc: OSError) -> str:
@@ -78,10 +78,10 @@ def main(ctx: click.Context, params_file: str | None) -> None:
     """teachclip: distil heavy text-video retrieval teachers into a CLIP4Clip student."""
     ctx.ensure_object(dict)
     if params_file is not None:
-        params = load_params(params_file)
+        params = load_params(params_file, ctx.command)  # validated before any work starts
         ctx.obj["params"] = params
         ctx.obj["params_file"] = params_file
-        ctx.default_map = defaults_for(ctx.command, params)
+        ctx.default_map = defaults_for(ctx.command, params, paths_of(params))
     else:
         ctx.obj.setdefault("params", {})
 

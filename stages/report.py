@@ -1,4 +1,10 @@
-"""``teachclip report``: one markdown table comparing teachers, baseline and students."""
+"""``teachclip report``: the results table, and the pictures people look at instead of reading it.
+
+``--plot`` writes the per-model summary as a .tsv/.csv (for ``dvc plots``) or draws R@1/R@5/R@10
+bars with seed error bars as a .png; ``--curves`` draws every model's validation R@1 and
+training loss from the ``val_log.tsv``/``train_log.tsv`` beside its checkpoint (found through the
+metrics' provenance file, or given with ``--logs``).
+"""
 
 from __future__ import annotations
 
@@ -8,38 +14,94 @@ import click
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import InputError
+from pipeline.eval.plots import CurveRun, collect_curves, curves_chart, pyplot, results_chart
 from pipeline.eval.report import (
     SPREADS,
+    ModelResult,
     load_results,
     markdown_table,
-    write_plot_png,
+    parse_spec,
     write_plot_table,
 )
 from stages.groups import main
+from stages.params import report_specs, root_params
+
+PLOT_SUFFIXES = (".tsv", ".csv", ".png")
+
+
+def _check_outputs(plots: tuple[str, ...], curves: str | None) -> None:
+    """Refuse an unknown picture type before any file is read or written."""
+    for plot in plots:
+        if Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise InputError(f"--plot must end in .tsv, .csv or .png, got {plot!r}")
+    if curves is not None and Path(curves).suffix.lower() != ".png":
+        raise InputError(f"--curves writes a PNG picture: give a path ending in .png, "
+                         f"got {curves!r}")
 
 
 @main.command("report")
-@click.option("--metrics", "specs", multiple=True, required=True,
-              help="NAME=metrics.json, or NAME=a.json,b.json,... for several seeds (repeat).")
+@click.option("--metrics", "specs", multiple=True,
+              help="NAME=metrics.json, or NAME=a.json,b.json,... for several seeds (repeat) "
+                   "[default: every teacher, baseline and student of the params file].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="results.md path.")
-@click.option("--plot", default=None, type=click.Path(dir_okay=False),
-              help="Also write a .tsv/.csv (for `dvc plots show`) or a .png (needs matplotlib).")
+@click.option("--plot", "plots", multiple=True, type=click.Path(dir_okay=False),
+              help="Also write a .tsv/.csv (one row per model, for `dvc plots`) or a .png bar "
+                   "chart of R@1/R@5/R@10 with seed error bars (needs matplotlib); repeatable.")
+@click.option("--curves", default=None, type=click.Path(dir_okay=False),
+              help="Also draw training curves (validation R@1 by epoch, training loss by step) "
+                   "of every model into this .png (needs matplotlib).")
+@click.option("--logs", "log_specs", multiple=True,
+              help="NAME=DIR[,DIR...]: training-log folders of model NAME for --curves (one per "
+                   "seed; default: the folder of the model recorded in its provenance file).")
 @click.option("--spread", type=click.Choice(SPREADS), default="std", show_default=True,
               help="How several seeds are summarised: sample std or min–max.")
-def report(specs: tuple[str, ...], out: str, plot: str | None, spread: str) -> None:
-    """Write (and print) the results table; best value per column in bold."""
+@click.pass_context
+def report(ctx: click.Context, specs: tuple[str, ...], out: str, plots: tuple[str, ...],
+           curves: str | None, log_specs: tuple[str, ...], spread: str) -> None:
+    """Write (and print) the results table; best value per column in bold.
+
+    Everything that can fail (bad metrics, no matplotlib, no training logs) fails before the
+    first file is written.
+    """
+    _check_outputs(plots, curves)
+    specs = specs or tuple(report_specs(root_params(ctx)))
+    if not specs:
+        raise click.UsageError("give --metrics NAME=FILE (or a params file defining models)")
     results = load_results(specs)
+    pngs = [p for p in plots if Path(p).suffix.lower() == ".png"]
+    if pngs or curves is not None:
+        pyplot()
+    runs = _curve_runs(results, curves, log_specs) if curves is not None else []
     table = markdown_table(results, spread=spread)
     write_text_atomic(out, "# Results\n\n" + table)
     click.echo(table, nl=False)
-    if plot:
-        suffix = Path(plot).suffix.lower()
-        if suffix in (".tsv", ".csv"):
-            write_plot_table(plot, results)
-        elif suffix == ".png":
-            write_plot_png(plot, results)
+    for plot in plots:
+        if plot in pngs:
+            results_chart(results, plot)
         else:
-            raise InputError(f"--plot must end in .tsv, .csv or .png, got {plot!r}")
-        click.echo(f"wrote {out} and {plot}")
-    else:
-        click.echo(f"wrote {out}")
+            write_plot_table(plot, results)
+    if curves is not None:
+        curves_chart(runs, curves)
+    click.echo(f"wrote {', '.join([out, *plots] + ([curves] if curves else []))}")
+
+
+def _curve_runs(results: list[ModelResult], curves: str, log_specs: tuple[str, ...]
+                ) -> list[CurveRun]:
+    """Every model's training logs; says which models have none (e.g. imported teachers)."""
+    names = {r.name for r in results}
+    log_dirs: dict[str, list[Path]] = {}
+    for spec in log_specs:
+        name, dirs = parse_spec(spec)
+        if name not in names:
+            raise InputError(f"--logs names model {name!r}, which no --metrics gives "
+                             f"(known: {sorted(names)})")
+        log_dirs[name] = dirs
+    runs, missing = collect_curves(results, log_dirs)
+    if not runs:
+        raise InputError(f"--curves {curves}: none of the models has training logs "
+                         "(val_log.tsv / train_log.tsv beside its model.pt); give their "
+                         "folders with --logs NAME=DIR")
+    if missing:
+        click.echo(f"no training logs for {', '.join(missing)} (not drawn in {curves}; "
+                   "give their folders with --logs NAME=DIR)", err=True)
+    return runs

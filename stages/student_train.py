@@ -1,7 +1,7 @@
 """``teachclip student train``: the CLIP4Clip+AFA student from cached teacher soft labels.
 
 Option precedence: command line > ``students: {NAME: {...}}`` in params.yaml (with ``--name``) >
-the ``student: {train: {...}}`` section > built-in defaults (SPEC §4/§6).
+the ``student: {train: {...}}`` section > built-in defaults (method §4/§6).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import click
-import torch
 from tqdm import tqdm
 
 from pipeline.data.frames_store import FramesReader
@@ -23,8 +22,22 @@ from pipeline.train.setup import OptimConfig
 from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
-from stages.options import resolve_device
-from stages.params import apply_entry, named_entry
+from stages.optim_options import optim_from, optim_options
+from stages.options import (
+    DEVICE_OPTION,
+    amp_option,
+    device_type,
+    frames_option,
+    manifest_option,
+    resolve_device,
+)
+from stages.params import (
+    apply_entry,
+    named_entry,
+    paths_of,
+    root_params,
+    teacher_cache_path,
+)
 
 _OPT = OptimConfig()
 _CFG = StudentTrainConfig()
@@ -32,17 +45,32 @@ _ARCH = StudentConfig()
 
 
 def apply_named_run(ctx: click.Context, name: str | None, values: dict[str, Any]) -> None:
-    """Fill options not given on the command line from ``params['students'][name]``."""
-    run = named_entry(ctx, "students", name)
-    if "cache" not in run and "caches" in run:
-        run["cache"] = run.pop("caches")
-    if "cache" in run:
-        run["cache"] = tuple(run["cache"] or ())
-    apply_entry(ctx, run, values, f"students.{name}")
+    """Fill options not given on the command line from ``baselines.NAME`` or ``students.NAME``.
+
+    A student's ``teachers: [a, b]`` become the caches those teachers' score stages publish
+    (``paths.teachers/NAME/cache/cache.h5``), so no cache path is written twice.
+    """
+    params = root_params(ctx)
+    in_tables = [t for t in ("baselines", "students") if name in (params.get(t) or {})]
+    if name and len(in_tables) > 1:
+        raise InputError(f"{name!r} is defined under both baselines and students: rename one")
+    table = in_tables[0] if in_tables else "students"
+    run = named_entry(ctx, table, name) if in_tables or not name else {}
+    if name and not in_tables and (params.get("baselines") or params.get("students")):
+        known = sorted({*(params.get("baselines") or {}), *(params.get("students") or {})})
+        raise InputError(f"no baselines.{name} or students.{name} in params (known: {known})")
+    teachers = run.pop("teachers", None)
+    if teachers is not None:
+        run["cache"] = tuple(teacher_cache_path(params, str(t)) for t in teachers)
+    apply_entry(ctx, run, values, f"{table}.{name}")
+    if values["out"] is None:
+        if not name:
+            raise click.UsageError("give --out (or --name with a params file)")
+        values["out"] = f"{paths_of(params)['students']}/{name}"
 
 
 def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
-    """``gt,coarse,fine`` → three floats (None: SPEC §4 defaults for the coarse method)."""
+    """``gt,coarse,fine`` → three floats (None: method §4 defaults for the coarse method)."""
     if text is None or str(text).strip() == "":
         return None
     if isinstance(text, (list, tuple)):
@@ -59,53 +87,53 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
 
 
 @student.command("train")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output directory (model.pt, train_log.tsv, val_log.tsv, summary.json).")
-@click.option("--name", default=None, help="Run name; reads params.yaml students.NAME.")
-@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output directory (model.pt, logs, summary.json) "
+                   "[default: paths.students/NAME].")
+@click.option("--name", default=None,
+              help="Run name; reads params baselines.NAME or students.NAME.")
+@frames_option()
+@manifest_option()
 @click.option("--cache", multiple=True, type=click.Path(dir_okay=False),
               help="Teacher cache .h5 (repeat for several teachers; none = baseline).")
 @click.option("--clip", default=_CFG.clip, show_default=True,
               help="CLIP source: tiny[:json], a Hugging Face dir or an OpenAI .pt.")
 @click.option("--temporal", type=click.Choice(["seqTransf", "meanP"]), default=_ARCH.temporal,
-              show_default=True)
+              show_default=True,
+              help="Frame features: seqTransf = temporal transformer over frames, meanP = none.")
 @click.option("--aggregation", type=click.Choice(["afa", "mean"]), default=_ARCH.aggregation,
-              show_default=True)
-@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True)
+              show_default=True,
+              help="Video vector: afa = attentional frame-feature aggregation, mean = average.")
+@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True,
+              help="L: tokens per caption incl. start/end; must equal the caches' L.")
 @click.option("--coarse", type=click.Choice(COARSE_METHODS), default=_CFG.coarse,
-              show_default=True)
-@click.option("--fine", type=click.Choice(FINE_METHODS), default=_CFG.fine, show_default=True)
+              show_default=True,
+              help="Video-level distillation loss: pear (Pearson), ce (soft cross-entropy), l1.")
+@click.option("--fine", type=click.Choice(FINE_METHODS), default=_CFG.fine, show_default=True,
+              help="Frame-level loss between AFA weights and teacher relevance R.")
 @click.option("--beta", type=float, default=_CFG.beta, show_default=True,
               help="Distillation temperature dividing student and teacher logits.")
 @click.option("--loss-weights", default=None,
-              help="gt,coarse,fine weights (default: SPEC §4 for the coarse method).")
-@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
-              help="Global batch (split over torchrun processes).")
-@click.option("--lr", type=float, default=_OPT.lr, show_default=True)
-@click.option("--coef-lr", type=float, default=_OPT.coef_lr, show_default=True,
-              help="CLIP lr = lr × coef-lr.")
-@click.option("--afa-lr-multiplier", type=float, default=_OPT.afa_lr_multiplier,
-              show_default=True)
-@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True)
-@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True)
-@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True)
-@click.option("--seed", type=int, default=_CFG.seed, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=_CFG.amp,
-              show_default=True)
+              help="gt,coarse,fine weights (default: method §4 for the coarse method).")
+@optim_options(_OPT, afa=True)
+@click.option("--seed", type=int, default=_CFG.seed, show_default=True,
+              help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
+@DEVICE_OPTION
+@amp_option(default=_CFG.amp)
 @click.option("--workers", type=int, default=_CFG.workers, show_default=True,
-              help="DataLoader workers (each opens its own HDF5 handles).")
+              help="DataLoader worker processes (each opens its own HDF5 handles; 0 = in the "
+                   "main process).")
 @click.option("--in-memory/--no-in-memory", default=_CFG.in_memory, show_default=True,
               help="Hold all frames (and caches) in RAM.")
 @click.option("--eval-split", default="val", show_default=True,
               help="Split for per-epoch validation and best-epoch selection ('' = none).")
-@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True)
-@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True)
+@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True,
+              help="Texts/videos per batch during validation.")
+@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True,
+              help="Write a train_log.tsv row every this many steps.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=_CFG.gradient_checkpointing, show_default=True)
+              default=_CFG.gradient_checkpointing, show_default=True,
+              help="Recompute CLIP activations in the backward pass (less memory, ~30 % slower).")
 @click.option("--compile/--no-compile", "compile_step", default=_CFG.compile, show_default=True,
               help="torch.compile the training step (worth it on CUDA; first step compiles).")
 @click.pass_context
@@ -115,12 +143,7 @@ def train(ctx: click.Context, **values: Any) -> None:
     config = StudentTrainConfig(
         clip=values["clip"],
         student=StudentConfig(temporal=values["temporal"], aggregation=values["aggregation"]),
-        optim=OptimConfig(
-            epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
-            coef_lr=values["coef_lr"], afa_lr_multiplier=values["afa_lr_multiplier"],
-            weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
-            grad_clip=values["grad_clip"],
-        ),
+        optim=optim_from(values),
         max_words=values["max_words"], coarse=values["coarse"], fine=values["fine"],
         beta=values["beta"], loss_weights=parse_loss_weights(values["loss_weights"]),
         seed=values["seed"], amp=values["amp"], workers=values["workers"],
@@ -129,8 +152,7 @@ def train(ctx: click.Context, **values: Any) -> None:
         compile=values["compile_step"],
     )
     requested = values["device"]
-    dist_info = init_distributed("cuda" if requested == "cuda" or (
-        requested == "auto" and torch.cuda.is_available()) else "cpu")
+    dist_info = init_distributed(device_type(requested))
     try:
         device = resolve_device(requested, dist_info.local_rank)
         manifest = Manifest.load(values["manifest_dir"])

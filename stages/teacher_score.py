@@ -18,19 +18,26 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS
 from stages.groups import teacher
-from stages.options import device_type, resolve_device
-from stages.params import apply_entry, named_entry
+from stages.options import (
+    DEVICE_OPTION,
+    amp_option,
+    device_type,
+    frames_option,
+    manifest_option,
+    resolve_device,
+)
+from stages.params import apply_entry, named_entry, paths_of, root_params
 
 
 @teacher.command("score")
 @click.option("--name", required=True, help="Teacher name; reads params teachers.NAME.score.")
 @click.option("--model", default=None, type=click.Path(),
-              help="Teacher model dir or .pt [default: data/teachers/NAME/model].")
-@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+              help="Teacher model dir or .pt [default: paths.teachers/NAME/model].")
+@frames_option(help="frames.h5 to score (the one the teacher and student train on).")
+@manifest_option()
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output directory (cache.h5, metrics.json) [default: "
-                   "data/teachers/NAME/cache].")
+                   "paths.teachers/NAME/cache].")
 @click.option("--split", default="train", show_default=True, help="Split to cache.")
 @click.option("--metrics-split", default="test", show_default=True,
               help="Split for the teacher's own metrics ('' = skip).")
@@ -40,18 +47,18 @@ from stages.params import apply_entry, named_entry
               help="Caption rows per resumable block [default: ~1024, whole chunks].")
 @click.option("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS, show_default=True,
               help="Pairs the head scores at once (memory vs speed).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none",
-              show_default=True, help="Autocast for the encoders (the head stays float32).")
+@DEVICE_OPTION
+@amp_option(help="Autocast for the encoders, bf16 or fp16 on a GPU (the head's softmaxes stay "
+                 "float32); none = float32.")
 @click.pass_context
 def score(ctx: click.Context, **values: Any) -> None:
     """Score teacher NAME on every caption × video of --split into a cache (resumable)."""
     name = values["name"]
     entry = named_entry(ctx, "teachers", name).get("score") or {}
     apply_entry(ctx, dict(entry), values, f"teachers.{name}.score")
-    model = values["model"] or f"data/teachers/{name}/model"
-    out = values["out"] or f"data/teachers/{name}/cache"
+    teachers_dir = paths_of(root_params(ctx))["teachers"]
+    model = values["model"] or f"{teachers_dir}/{name}/model"
+    out = values["out"] or f"{teachers_dir}/{name}/cache"
     dist_info = init_distributed(device_type(values["device"]))
     try:
         device = resolve_device(values["device"], dist_info.local_rank)

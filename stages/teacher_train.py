@@ -17,12 +17,19 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
 from pipeline.models.teachers import TEACHERS
-from pipeline.train.setup import OptimConfig
 from pipeline.train.teacher import TeacherTrainConfig
 from pipeline.train.teacher_run import run_teacher_train
 from stages.groups import teacher
-from stages.options import device_type, resolve_device
-from stages.params import apply_entry, named_entry
+from stages.optim_options import optim_from, optim_options
+from stages.options import (
+    DEVICE_OPTION,
+    amp_option,
+    device_type,
+    frames_option,
+    manifest_option,
+    resolve_device,
+)
+from stages.params import apply_entry, named_entry, paths_of, root_params
 
 _CFG = TeacherTrainConfig()
 _OPT = _CFG.optim
@@ -46,60 +53,68 @@ def _parse_options(value: Any) -> dict[str, Any]:
     return parsed
 
 
+def resolve_kind(name: str, kind: str | None) -> str:
+    """``--kind`` when given (or set in params), else the name when it is a teacher kind.
+
+    Why not a fixed default: ``--name ts2net`` alone used to train X-CLIP under the name ts2net.
+    """
+    if kind:
+        return kind
+    if name in TEACHERS:
+        return name
+    raise InputError(f"teacher {name!r}: say which architecture to train with --kind "
+                     f"{{{','.join(sorted(TEACHERS))}}} (or `kind:` in params teachers.{name}); "
+                     "only a name that is itself a kind implies it")
+
+
 @teacher.command("train")
 @click.option("--name", required=True, help="Teacher name; reads params.yaml teachers.NAME.")
-@click.option("--kind", type=click.Choice(sorted(TEACHERS)), default=_CFG.kind, show_default=True)
+@click.option("--kind", type=click.Choice(sorted(TEACHERS)), default=None,
+              help="Teacher architecture [default: NAME when NAME is a teacher kind, e.g. "
+                   "--name ts2net trains TS2-Net; required for any other NAME].")
 @click.option("--options", default=None,
               help="Teacher constructor options as JSON (params: a mapping).")
-@click.option("--frames", "frames_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--manifest", "manifest_dir", required=True, type=click.Path(file_okay=False))
+@frames_option()
+@manifest_option()
 @click.option("--clip", default=_CFG.clip, show_default=True,
               help="CLIP source: tiny[:json], a Hugging Face dir or an OpenAI .pt.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Output directory [default: data/teachers/NAME/model].")
-@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True)
-@click.option("--epochs", type=int, default=_OPT.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_OPT.batch_size, show_default=True,
-              help="Global batch (split over torchrun processes).")
-@click.option("--lr", type=float, default=_OPT.lr, show_default=True)
-@click.option("--coef-lr", type=float, default=_OPT.coef_lr, show_default=True,
-              help="CLIP lr = lr × coef-lr.")
-@click.option("--weight-decay", type=float, default=_OPT.weight_decay, show_default=True)
-@click.option("--warmup-fraction", type=float, default=_OPT.warmup_fraction, show_default=True)
-@click.option("--grad-clip", type=float, default=_OPT.grad_clip, show_default=True)
-@click.option("--seed", type=int, default=_CFG.seed, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=_CFG.amp,
-              show_default=True)
-@click.option("--workers", type=int, default=_CFG.workers, show_default=True)
+              help="Output directory [default: paths.teachers/NAME/model].")
+@click.option("--max-words", type=int, default=_CFG.max_words, show_default=True,
+              help="L: tokens per caption incl. start/end (longer captions are cut).")
+@optim_options(_OPT, afa=False)
+@click.option("--seed", type=int, default=_CFG.seed, show_default=True,
+              help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
+@DEVICE_OPTION
+@amp_option(default=_CFG.amp)
+@click.option("--workers", type=int, default=_CFG.workers, show_default=True,
+              help="DataLoader worker processes reading frames.h5 (0 = in the main process).")
 @click.option("--eval-split", default="val", show_default=True,
               help="Split for per-epoch validation and best-epoch selection ('' = none).")
-@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True)
-@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True)
+@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True,
+              help="Texts/videos per batch during validation.")
+@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True,
+              help="Write a train_log.tsv row every this many steps.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=_CFG.gradient_checkpointing, show_default=True)
+              default=_CFG.gradient_checkpointing, show_default=True,
+              help="Recompute CLIP activations in the backward pass (less memory, ~30 % slower).")
 @click.pass_context
 def train(ctx: click.Context, **values: Any) -> None:
     """Fine-tune teacher NAME from CLIP (rerun the same command to resume after a kill)."""
     name = values["name"]
     apply_entry(ctx, named_entry(ctx, "teachers", name), values, f"teachers.{name}",
                 ignore=TEACHER_ENTRY_OTHER_KEYS)
+    kind = resolve_kind(name, values["kind"])
     frames = FramesReader(values["frames_path"])
     config = TeacherTrainConfig(
-        kind=values["kind"], clip=values["clip"], options=_parse_options(values["options"]),
-        optim=OptimConfig(
-            epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
-            coef_lr=values["coef_lr"], afa_lr_multiplier=1.0,
-            weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
-            grad_clip=values["grad_clip"],
-        ),
+        kind=kind, clip=values["clip"], options=_parse_options(values["options"]),
+        optim=optim_from(values),
         max_words=values["max_words"], max_frames=int(frames.max_frames), seed=values["seed"],
         amp=values["amp"], workers=values["workers"],
         eval_batch_size=values["eval_batch_size"], log_every=values["log_every"],
         gradient_checkpointing=values["gradient_checkpointing"],
     )
-    out = values["out"] or f"data/teachers/{name}/model"
+    out = values["out"] or f"{paths_of(root_params(ctx))['teachers']}/{name}/model"
     dist_info = init_distributed(device_type(values["device"]))
     try:
         device = resolve_device(values["device"], dist_info.local_rank)

@@ -16,7 +16,8 @@ from pipeline.data.frames_build import FramesConfig, build_frames
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.data.sampling import sample_video
-from pipeline.data.synth import SynthParams, render_dataset
+from pipeline.data.synth import render_dataset
+from pipeline.data.synth_plan import SynthParams
 from pipeline.errors import InputError
 from stages.cli import main
 
@@ -84,6 +85,7 @@ def test_gate_fails_stage_and_leaves_no_final_file(synth_dir: Path, tmp_path: Pa
                                        str(out), "--max-frames", "4", "--size", "16",
                                        "--max-failed-fraction", "0.05"])
     assert result.exit_code == 1 and "failed to decode" in result.output
+    assert "--max-failed-fraction 0.05" in result.output  # names the option to change
     assert not out.exists()
 
 

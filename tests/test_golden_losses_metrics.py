@@ -1,7 +1,8 @@
-"""Losses (SPEC §4) and metrics (SPEC §7) against numbers from the official TeachCLIP code."""
+"""Losses (method §4) and metrics (method §7) against numbers from the official TeachCLIP code."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from pipeline.eval.metrics import retrieval_metrics
+from pipeline.models.teachers.base import masked_softmax
 from pipeline.train.losses import (
     TeacherTargets,
     coarse_loss,
@@ -201,7 +203,80 @@ def test_beta_divides_student_and_teacher() -> None:
     s, t, w, r = _random()
     parts = teachclip_loss(s, w, [TeacherTargets(t, r)], coarse="pear", beta=2.0)
     assert parts.coarse.item() == pytest.approx(coarse_loss(s / 2, t / 2, "pear").item())
-    assert parts.gt.item() == pytest.approx(symmetric_infonce(s).item())
+    # The official step divides before the ground-truth loss too.
+    assert parts.gt.item() == pytest.approx(symmetric_infonce(s / 2).item())
+    assert parts.gt.item() != pytest.approx(symmetric_infonce(s).item(), rel=1e-3)
+    assert teachclip_loss(s, None, [], beta=2.0).total.item() == pytest.approx(parts.gt.item())
+
+
+@pytest.fixture(scope="module")
+def official_beta() -> dict[str, float]:
+    path = REPO / "tests" / "data" / "official_loss_beta.json"
+    return json.loads(path.read_text(encoding="utf-8"))["values"]
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+@pytest.mark.parametrize("coarse", ["pear", "ce", "l1"])
+@pytest.mark.parametrize("fine", ["ce", "pear", "l1"])
+@pytest.mark.parametrize("n_teachers", [1, 2])
+def test_golden_losses_beta(golden, official_beta, beta: float, coarse: str, fine: str,
+                            n_teachers: int) -> None:
+    """β ≠ 1 against the official train_epoch run on the golden loss inputs."""
+    teachers = [
+        TeacherTargets(_t(golden, f"loss_teacher{m}_sim"), _t(golden, f"loss_teacher{m}_rel"))
+        for m in range(1, n_teachers + 1)
+    ]
+    parts = teachclip_loss(_t(golden, "loss_student_sim"), _t(golden, "loss_student_weights"),
+                           teachers, coarse=coarse, fine=fine, beta=beta)
+    for part in ("gt", "coarse", "fine", "total"):
+        expected = official_beta[f"beta{beta:g}_{coarse}_{fine}_t{n_teachers}_{part}"]
+        np.testing.assert_allclose(getattr(parts, part).item(), expected, rtol=RTOL,
+                                   err_msg=part)
+    at_one = golden[f"loss_{coarse}_{fine}_t{n_teachers}_gt"]
+    assert abs(parts.gt.item() - at_one) > 1e-3  # β really changes L_gt
+
+
+def _padded_case(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student weights masked over real frames; teacher relevance from the same logits with
+    official masking (softmax over all F) and with our masking (softmax over real frames)."""
+    g = torch.Generator().manual_seed(seed)
+    b, f = 4, 8
+    mask = torch.ones(b, f, dtype=torch.bool)
+    mask[0, 5:] = False
+    mask[2, 2:] = False
+    w = masked_softmax(torch.randn(b, f, generator=g, dtype=torch.float64), mask, dim=1)
+    logits = torch.randn(b, f, generator=g, dtype=torch.float64)
+    r_official = torch.softmax(logits, dim=1)
+    r_own = masked_softmax(logits, mask, dim=1)
+    return w, r_official, r_own, mask
+
+
+@pytest.mark.parametrize("method", ["ce", "pear", "l1"])
+def test_fine_loss_ignores_relevance_on_padded_frames(method: str) -> None:
+    w, r_official, r_own, _ = _padded_case()
+    assert w[0, 5:].eq(0).all() and r_official[0, 5:].gt(0).all()
+    official_cache = fine_loss(w, r_official, method)
+    own_cache = fine_loss(w, r_own, method)
+    assert official_cache.item() == pytest.approx(own_cache.item(), rel=1e-12)
+
+
+def test_fine_ce_has_no_constant_for_padded_frames() -> None:
+    """Before the fix, each padded frame added R·(−log tiny) ≈ R·708 (float64) to the mean."""
+    w, r_official, r_own, mask = _padded_case()
+    tiny = torch.finfo(torch.float64).tiny
+    naive = (-(r_official * torch.log(w.clamp_min(tiny)))).mean().item()
+    constant = (r_official * ~mask).sum().item() * -np.log(tiny) / w.numel()
+    fixed = fine_loss(w, r_official, "ce").item()
+    assert constant > 1.0 and naive > fixed + 0.9 * constant
+    # and the fixed loss is the plain CE over real frames against the renormalised target
+    manual = -(r_own[mask] * torch.log(w[mask])).sum().item() / w.numel()
+    assert fixed == pytest.approx(manual, rel=1e-12)
+
+
+def test_fine_loss_unchanged_when_every_frame_is_seen() -> None:
+    _, _, w, r = _random()
+    expected = (-(r * torch.log(w))).mean().item()
+    assert fine_loss(w, r, "ce").item() == pytest.approx(expected, rel=1e-14)
 
 
 def test_low_precision_inputs_computed_in_float32() -> None:

@@ -164,3 +164,80 @@ def test_teacher_cannot_be_indexed(world: dict, tmp_path: Path) -> None:
         "index", "--model", str(tmp_path / "x.pt"), "--frames",
         str(world["root"] / "frames.h5"), "--out", str(tmp_path / "e.h5"), "--device", "cpu"])
     assert result.exit_code == 1 and "single video vector" in result.output
+
+
+# ------------------------------------------------------------------ search --sheet
+def _search(world: dict, *extra: str, index: Path | None = None):
+    return CliRunner().invoke(main, ["search", QUERY, "--index", str(index or world["index"]),
+                                     "--model", str(world["root"] / "model0"), "--device", "cpu",
+                                     *extra])
+
+
+def test_search_sheet_from_frames(world: dict, tmp_path: Path) -> None:
+    from tests.picture_checks import assert_picture
+
+    frames = str(world["root"] / "frames.h5")
+    heights = {}
+    for k in (2, 5):
+        sheet = tmp_path / f"hits{k}.png"
+        result = _search(world, "--top-k", str(k), "--sheet", str(sheet), "--frames", frames,
+                         "--sheet-frames", "3", "--json")
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)) == k  # JSON on stdout stays parseable
+        heights[k] = assert_picture(sheet, min_width=300, min_height=200).shape[0]
+    assert heights[5] > 2 * heights[2] * 0.9  # one row per hit
+    result = _search(world, "--sheet", str(tmp_path / "x.png"))
+    assert result.exit_code == 1 and "--frames" in result.output and "--videos" in result.output
+    result = _search(world, "--frames", frames)
+    assert result.exit_code == 1 and "--sheet" in result.output
+    few = make_frames(tmp_path / "few.h5", ["v01"])  # lacks the other hits
+    result = _search(world, "--top-k", "5", "--sheet", str(tmp_path / "y.png"), "--frames",
+                     str(few.path))
+    assert result.exit_code == 1 and "not in the frames file" in result.output
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_search_sheet_decodes_own_videos(world: dict, tmp_path: Path) -> None:
+    from tests.picture_checks import assert_picture, colour_fraction
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for colour in ("red", "blue"):
+        _video(videos / f"{colour}.mp4", colour)
+    out = tmp_path / "own.h5"
+    result = CliRunner().invoke(main, ["embed", "--model", str(world["root"] / "model0"),
+                                       "--videos", str(videos), "--out", str(out),
+                                       "--max-frames", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    sheet = tmp_path / "own.png"
+    result = _search(world, "--sheet", str(sheet), "--videos", str(videos), index=out)
+    assert result.exit_code == 0, result.output
+    image = assert_picture(sheet)
+    assert colour_fraction(image, (1.0, 0.0, 0.0), tol=0.1) > 0.02  # the red video's frames
+    assert colour_fraction(image, (0.0, 0.0, 1.0), tol=0.1) > 0.02  # the blue video's frames
+
+
+def test_embed_parallel_decoding_and_amp_keep_order_and_values(world: dict,
+                                                               tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    colours = ("red", "green", "blue", "yellow", "white")
+    for i, colour in enumerate(colours):
+        _video(videos / f"{i}_{colour}.mp4", colour)
+    (videos / "2b_broken.mp4").write_bytes(b"garbage" * 50)
+    outs = {}
+    for name, extra in (("serial", ["--workers", "1"]), ("pool", ["--workers", "3"]),
+                        ("bf16", ["--workers", "2", "--amp", "bf16"])):
+        outs[name] = tmp_path / f"{name}.h5"
+        result = CliRunner().invoke(main, ["embed", "--model", str(world["root"] / "model0"),
+                                           "--videos", str(videos), "--out", str(outs[name]),
+                                           "--max-frames", "4", "--device", "cpu",
+                                           "--batch-size", "2", *extra])
+        assert result.exit_code == 0, result.output
+        assert "failed: 2b_broken:" in result.output
+    serial, pool, bf16 = (read_index(outs[n]) for n in ("serial", "pool", "bf16"))
+    expected = [f"{i}_{c}" for i, c in enumerate(colours)]
+    assert serial.video_ids == pool.video_ids == bf16.video_ids == expected  # listing order
+    np.testing.assert_array_equal(serial.embeddings, pool.embeddings)
+    np.testing.assert_allclose(bf16.embeddings, serial.embeddings, atol=0.05)
+    assert not np.array_equal(bf16.embeddings, serial.embeddings)  # autocast really ran

@@ -77,7 +77,8 @@ def _command(world: dict, which: str, frames: Path, out: Path) -> list[str]:
     common = ["--frames", str(frames), "--manifest", str(root / "manifest"), "--device", "cpu"]
     return {
         "student train": ["student", "train", "--out", str(out), *common, "--batch-size", "8"],
-        "teacher train": ["teacher", "train", "--name", "t", "--out", str(out), *common,
+        "teacher train": ["teacher", "train", "--name", "t", "--kind", "xclip", "--out", str(out),
+                          *common,
                           "--batch-size", "8", "--options", '{"temporal_layers": 1}'],
         "teacher score": ["teacher", "score", "--name", "t", "--model",
                           str(root / "teacher"), "--out", str(out), *common],
@@ -97,9 +98,8 @@ def test_missing_frames_file(world: dict, tmp_path: Path, which: str) -> None:
 def test_frames_at_another_resolution(world: dict, tmp_path: Path, which: str) -> None:
     frames = world["root"] / "frames64.h5"
     errors = _errors(CliRunner().invoke(main, _command(world, which, frames, tmp_path / "o")))
-    assert len(errors) == 1 and "frame resolution mismatch" in errors[0]
-    assert "'32x32' in the" in errors[0] and f"'64x64' in {frames}" in errors[0]
-    assert "teachclip frames --size 32" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {frames}: frames are 64×64 px but")
+    assert "takes 32×32 images" in errors[0] and "teachclip frames --size 32" in errors[0]
     assert not (tmp_path / "o").exists()
 
 
@@ -176,7 +176,8 @@ def test_evaluate_says_which_captions_it_left_out(world: dict, tmp_path: Path) -
     warning = [ln for ln in result.output.splitlines() if ln.startswith("Warning:")]
     assert len(warning) == 1 and "2 of 8 test captions left out" in warning[0]
     assert "v12_c0, v12_c1" in warning[0] and "R@K is over 6 queries" in warning[0]
-    assert json.loads(out.read_text())["dropped_captions"] == 2
+    assert json.loads(out.with_name("metrics.provenance.json").read_text())[
+        "dropped_captions"] == 2
     table = CliRunner().invoke(main, ["report", "--metrics", f"student={out}", "--out",
                                       str(tmp_path / "results.md")])
     assert table.exit_code == 0, table.output

@@ -210,7 +210,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.mark.parametrize("command", [
     ["student", "train"],
-    ["teacher", "train", "--name", "x", "--options", '{"temporal_layers": 1}'],
+    ["teacher", "train", "--name", "x", "--kind", "xclip", "--options",
+     '{"temporal_layers": 1}'],
 ])
 def test_training_stage_refuses_an_output_in_use(world: dict, tmp_path: Path,
                                                  command: list[str]) -> None:

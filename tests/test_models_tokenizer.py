@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import regex
 import torch
 
-from pipeline.models.tokenizer import ClipTokenizer
+from pipeline.models.tokenizer import ASSET, ClipTokenizer, clean_text
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +65,36 @@ def test_saved_files_roundtrip_and_match_transformers(tok: ClipTokenizer, tmp_pa
     hf = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
     for text in texts:
         assert hf(text)["input_ids"] == [49406, *tok.tokenize(text), 49407]
+
+
+OFFICIAL_IDS = Path(__file__).parent / "data" / "official_tokenizer.json"
+
+
+def _official_cases() -> list[dict]:
+    return json.loads(OFFICIAL_IDS.read_text(encoding="utf-8"))["cases"]
+
+
+def test_official_ids_for_tricky_captions(tok: ClipTokenizer) -> None:
+    """Every caption (curly quotes, entities, ligatures, full-width, mojibake, ...) gets exactly
+    the ids of the official tokenizer (tests/data/official_tokenizer.json says where from)."""
+    cases = _official_cases()
+    assert len(cases) >= 70
+    wrong = [c["text"] for c in cases if tok.tokenize(c["text"]) != c["ids"]]
+    assert wrong == []
+
+
+def test_ftfy_step_is_what_makes_them_agree(tok: ClipTokenizer) -> None:
+    """The issue's example, and proof the fixture is not trivially passed: without ftfy's
+    fix_text, many of the official ids would not be reproduced."""
+    assert tok.tokenize("it\u2019s a man\u2019s world") == [585, 568, 320, 786, 568, 1002]
+    assert tok.tokenize("it&#8217;s a man&#8217;s world") == [585, 568, 320, 786, 568, 1002]
+    assert clean_text("the \ufb01rst \uff21") == "the first a"
+
+    def no_ftfy(text: str) -> str:
+        text = html.unescape(html.unescape(text)).strip()
+        return regex.sub(r"\s+", " ", text).strip().lower()
+
+    with mock.patch("pipeline.models.tokenizer.clean_text", no_ftfy):
+        fresh = ClipTokenizer.from_merges_file(ASSET)
+        differ = sum(fresh.tokenize(c["text"]) != c["ids"] for c in _official_cases())
+    assert differ >= 15

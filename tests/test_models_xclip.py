@@ -14,7 +14,7 @@ TAU = 0.01
 
 
 def _ref_pair(head: XClipHead, s, w, vbar, fr, scale, wi, fi) -> torch.Tensor:  # noqa: ANN001
-    """One pair, written plainly from SPEC §3.1. Masking = keeping only real rows/cols of
+    """One pair, written plainly from method §3.1. Masking = keeping only real rows/cols of
     every matrix (absolute positions), which is what the masked mode promises."""
 
     def n(x: torch.Tensor) -> torch.Tensor:

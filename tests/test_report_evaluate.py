@@ -17,8 +17,11 @@ from pipeline.models.teachers import build_teacher
 from stages.cli import main
 from tests.student_fixtures import MAX_WORDS, F, make_frames, make_manifest
 
-METRIC_KEYS = {"R1", "R5", "R10", "MedianR", "MeanR", "n_queries", "v2t_R1", "v2t_R5",
-               "v2t_R10", "v2t_MedianR", "v2t_MeanR", "model", "kind", "role", "split"}
+NUMBER_KEYS = {"R1", "R5", "R10", "R50", "MedianR", "MeanR", "v2t_R1", "v2t_R5", "v2t_R10",
+               "v2t_R50", "v2t_MedianR", "v2t_MeanR"}
+PROVENANCE_KEYS = {"model", "kind", "role", "split", "n_queries", "v2t_n_queries", "n_videos",
+                   "dropped_captions", "model_sha256", "model_path", "frames_digest",
+                   "manifest_digest"}
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +52,20 @@ def test_evaluate_writes_metrics(world: dict, tmp_path: Path, which: str) -> Non
     out = tmp_path / "metrics.json"
     result = _evaluate(world, model, out)
     assert result.exit_code == 0, result.output
-    metrics = json.loads(out.read_text())
-    assert METRIC_KEYS <= set(metrics)
+    numbers = json.loads(out.read_text())
+    assert set(numbers) == NUMBER_KEYS  # numbers only: `dvc metrics show` stays narrow
+    assert all(isinstance(v, float) for v in numbers.values())
+    provenance = json.loads((tmp_path / "metrics.provenance.json").read_text())
+    assert set(provenance) == PROVENANCE_KEYS
+    assert provenance["model_path"] == str(model / "model.pt" if model.is_dir() else model)
+    metrics = load_results([f"m={out}"])[0].runs[0]  # what report reads: both files merged
     assert metrics["n_queries"] == 15 and metrics["v2t_n_queries"] == 5
     assert metrics["kind"] == ("student" if which == "student" else "xclip")
     assert metrics["role"] == which
     assert 1 <= metrics["MedianR"] <= 5 and 0 <= metrics["R1"] <= metrics["R5"] <= 100
     assert metrics["R5"] == 100.0  # 5 test videos: every caption's video ranks within 5
     assert not Path(str(out) + ".tmp").exists()
+    assert "metrics.provenance.json" in result.output
 
 
 def test_evaluate_refuses_wrong_frames_for_teacher(world: dict, tmp_path: Path) -> None:
@@ -113,3 +122,105 @@ def test_report_rejects_bad_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", "--metrics", "no-equals-sign",
                                        "--out", str(tmp_path / "r.md")])
     assert result.exit_code == 1 and "NAME=PATH" in result.output
+
+
+# ------------------------------------------------------------------ pictures from real outputs
+@pytest.fixture(scope="module")
+def evaluated(world: dict) -> dict:
+    """Two seeds of a really trained student (train/val logs) and a teacher, evaluated."""
+    root = world["root"]
+    specs: dict[str, list[Path]] = {"student": [], "teacher_xclip": []}
+    for seed in (1, 2):
+        out = root / f"trained{seed}"
+        result = CliRunner().invoke(main, [
+            "student", "train", "--out", str(out), "--frames", str(root / "frames.h5"),
+            "--manifest", str(root / "manifest"), "--device", "cpu", "--batch-size", "6",
+            "--epochs", "2", "--log-every", "1", "--seed", str(seed), "--lr", "1e-3"])
+        assert result.exit_code == 0, result.output
+        specs["student"].append(root / f"student{seed}.json")
+        assert _evaluate(world, out, specs["student"][-1]).exit_code == 0
+    specs["teacher_xclip"].append(root / "teacher.json")
+    assert _evaluate(world, root / "xclip.pt", specs["teacher_xclip"][0]).exit_code == 0
+    return {"root": root, "specs": [f"{k}={','.join(map(str, v))}" for k, v in specs.items()]}
+
+
+def test_report_draws_results_and_curves(evaluated: dict, tmp_path: Path) -> None:
+    from pipeline.eval.plots import ROLE_COLOURS
+    from tests.picture_checks import assert_picture, colour_fraction
+
+    plot, curves, tsv = tmp_path / "results.png", tmp_path / "curves.png", tmp_path / "r.tsv"
+    args = ["report", "--out", str(tmp_path / "r.md"), "--plot", str(tsv), "--plot", str(plot),
+            "--curves", str(curves)]
+    for spec in evaluated["specs"]:
+        args += ["--metrics", spec]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "no training logs for teacher_xclip" in result.output  # a saved, untrained teacher
+    image = assert_picture(plot, min_width=800)
+    rgb = {role: tuple(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5))
+           for role, c in ROLE_COLOURS.items()}
+    # trained without a cache, the student is a baseline: one bar colour per role present
+    assert colour_fraction(image, rgb["teacher"]) > 0.005
+    assert colour_fraction(image, rgb["baseline"]) > 0.005
+    assert colour_fraction(image, rgb["student"]) == 0.0
+    assert_picture(curves, min_width=800)
+    assert len(tsv.read_text().splitlines()) == 3  # the table output still works beside it
+
+
+def test_curves_need_logs_and_png(evaluated: dict, tmp_path: Path) -> None:
+    teacher_only = [s for s in evaluated["specs"] if s.startswith("teacher")]
+    result = CliRunner().invoke(main, ["report", "--metrics", teacher_only[0], "--out",
+                                       str(tmp_path / "r.md"), "--curves",
+                                       str(tmp_path / "c.png")])
+    assert result.exit_code == 1 and "none of the models has training logs" in result.output
+    result = CliRunner().invoke(main, ["report", "--metrics", teacher_only[0], "--out",
+                                       str(tmp_path / "r.md"), "--curves",
+                                       str(tmp_path / "c.svg")])
+    assert result.exit_code == 1 and ".png" in result.output
+    assert not (tmp_path / "r.md").exists()  # refused before anything was written
+    result = CliRunner().invoke(main, ["report", "--metrics", teacher_only[0], "--out",
+                                       str(tmp_path / "r.md"), "--curves",
+                                       str(tmp_path / "c.png"), "--logs",
+                                       f"teacher_xclip={evaluated['root'] / 'trained1'}"])
+    assert result.exit_code == 0, result.output  # --logs points at a folder with logs
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_picture_without_matplotlib_is_a_clear_error(evaluated: dict, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    result = CliRunner().invoke(main, ["report", "--metrics", evaluated["specs"][0], "--out",
+                                       str(tmp_path / "r.md"), "--plot",
+                                       str(tmp_path / "p.png")])
+    assert result.exit_code == 1
+    assert "Error: " in result.output and "pip install 'teachclip[plots]'" in result.output
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "r.md").exists()
+
+
+def test_dvc_metrics_show_fits_200_columns(evaluated: dict, tmp_path: Path) -> None:
+    """The embedded default's ten metrics files (real evaluate output) under their dvc.yaml
+    names: ``dvc metrics show`` prints no line wider than 200 characters."""
+    import shutil
+    import subprocess
+    import sys
+
+    student = Path(evaluated["specs"][0].split("=")[1].split(",")[0])
+    teacher = Path(evaluated["specs"][1].split("=")[1])
+    names = [f"data/teachers/{t}/cache/metrics.json" for t in ("xclip", "ts2net", "xpool")]
+    names += [f"data/metrics/student_{s}.json" for s in (
+        "baseline", "baseline_seqtransf", "baseline_afa", "xclip", "ts2net", "xpool",
+        "xclip_ts2net")]
+    for i, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(teacher if i < 3 else student, tmp_path / name)
+    (tmp_path / "dvc.yaml").write_text("metrics:\n" + "".join(f"  - {n}\n" for n in names))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 11 and "R1" in lines[0] and "v2t_MedianR" in lines[0]
+    assert max(map(len, lines)) <= 200, max(map(len, lines))

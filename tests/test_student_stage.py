@@ -38,14 +38,20 @@ def _base_args(world: dict, out: Path) -> list[str]:
 
 
 def test_train_from_params_run_with_two_caches(world: dict, tmp_path: Path) -> None:
-    params = {"students": {"two": {"caches": [str(world["cache"]), str(world["cache2"])],
+    # students name their teachers; the caches are where `teacher score` publishes them
+    teachers = tmp_path / "teachers"
+    for name, cache in (("xclip", world["cache"]), ("ts2net", world["cache2"])):
+        (teachers / name / "cache").mkdir(parents=True)
+        (teachers / name / "cache" / "cache.h5").symlink_to(Path(cache).resolve())
+    params = {"paths": {"teachers": str(teachers)},
+              "students": {"two": {"teachers": ["xclip", "ts2net"],
                                    "epochs": 1, "coarse": "ce", "seed": 3}}}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     out = tmp_path / "two"
     result = CliRunner().invoke(
         main, ["--params", str(params_file), *_base_args(world, out), "--name", "two",
-               "--seed", "5"])
+               "--seed", "5", "--clip", "tiny"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["model.pt", "summary.json",
                                                      "train_log.tsv", "val_log.tsv"]

@@ -11,15 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.data.manifest import Manifest
-from pipeline.data.synth import (
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    SynthParams,
-    load_plan,
-    plan_dataset,
-    render_dataset,
-)
+from pipeline.data.synth import load_plan, render_dataset
+from pipeline.data.synth_plan import COLORS, DIRECTIONS, SHAPES, SynthParams, plan_dataset
 from pipeline.data.video import decode_frames
 from stages.cli import main
 

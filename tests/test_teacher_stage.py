@@ -120,6 +120,7 @@ def test_score_matches_teacher(tiny: TinyInputs, reference: Path) -> None:
     assert verify(cache_path, frames_digest=frames.digest, manifest_digest=manifest.digest(),
                   checkpoint_path=tiny.model / "model.pt") == []
     assert sorted(p.name for p in reference.iterdir()) == ["cache.h5", "metrics.json",
+                                                           "metrics.provenance.json",
                                                            "summary.json"]
     assert not Path(f"{reference}.tmp").exists()
 
@@ -154,9 +155,13 @@ def test_score_matches_teacher(tiny: TinyInputs, reference: Path) -> None:
     assert cache.attrs["logit_scale"] == pytest.approx(scale)
 
     metrics = json.loads((reference / "metrics.json").read_text())
-    assert metrics["role"] == "teacher" and metrics["split"] == "test"
     assert {"R1", "R5", "R10", "MedianR", "MeanR"} <= set(metrics)
-    assert metrics["n_videos"] == 4
+    assert all(isinstance(v, float) for v in metrics.values())  # numbers only (dvc metrics)
+    provenance = json.loads((reference / "metrics.provenance.json").read_text())
+    assert provenance["role"] == "teacher" and provenance["split"] == "test"
+    assert provenance["n_videos"] == 4 and provenance["model_sha256"] == sha256_file(
+        tiny.model / "model.pt")
+    assert Path(provenance["model_path"]) == tiny.model / "model.pt"
 
 
 def test_killed_score_resumes_pending_blocks(tiny: TinyInputs, reference: Path,
@@ -200,7 +205,7 @@ def test_two_gloo_processes_equal_one(tiny: TinyInputs, reference: Path,
     assert "× 2 ranks" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
     assert names == ["cache.h5", "cache.shard-000-of-002.h5", "cache.shard-001-of-002.h5",
-                     "metrics.json", "summary.json"]
+                     "metrics.json", "metrics.provenance.json", "summary.json"]
     with h5py.File(out / "cache.h5", "r") as handle:
         assert handle["sim"].is_virtual and handle.attrs["layout"] == "virtual"
     assert verify(out / "cache.h5") == []
@@ -291,3 +296,63 @@ def test_train_writes_model_and_resumes(tiny: TinyInputs, tmp_path: Path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["steps"] == 4
     assert summary["model_sha256"] == sha256_file(out / "model.pt")
+
+
+# ------------------------------------------------------------------ cache show (+ --sheet)
+def test_cache_show_relevance_and_student_weights(tiny: TinyInputs, reference: Path,
+                                                  tmp_path: Path) -> None:
+    from pipeline.eval.sheets import SERIES_COLOURS
+    from pipeline.models.preprocess import normalize_frames
+    from pipeline.models.student import Student, StudentConfig
+    from tests.picture_checks import assert_picture, colour_fraction
+
+    student_dir = tmp_path / "student"
+    student = Student(load_clip("tiny", seed=3))
+    save_model(student_dir / "model.pt", student, extra={"train_config": {"max_words": 32}})
+    cache_path = reference / "cache.h5"
+    sheet = tmp_path / "relevance.png"
+    args = ["cache", "show", str(cache_path), "v01_c1", "--frames", str(tiny.frames),
+            "--manifest", str(tiny.manifest), "--student", str(student_dir), "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--json", "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["video_id"] == "v01" and shown["text"].startswith("a green square")
+    with h5py.File(cache_path, "r") as handle:  # independent reading of the stored soft labels
+        row = list(handle["caption_ids"].asstr()[:]).index("v01_c1")
+        logits, mask = handle["relevance"][row], handle["frame_mask"][row]
+        sim_row = handle["sim"][row].astype(np.float32)
+    assert shown["mask"] == mask.tolist() == [True, True, False, False]  # v01 is short
+    expected = np.where(mask, np.exp(logits - logits[mask].max()), 0.0)
+    teacher_r, student_w = shown["series"].values()
+    np.testing.assert_allclose(teacher_r, expected / expected.sum(), atol=1e-5)
+    assert shown["own_rank"] == int((sim_row >= sim_row[1]).sum())  # v01 is column 1
+    frames = FramesReader(tiny.frames)
+    pixels, fmask = frames.read([frames.row_of("v01")])
+    with torch.no_grad():
+        ref = student.encode_video(normalize_frames(torch.from_numpy(pixels),
+                                                    torch.from_numpy(fmask)),
+                                   torch.from_numpy(fmask)).frame_weights[0]
+    np.testing.assert_allclose(student_w, ref.numpy(), atol=1e-5)
+    image = assert_picture(sheet, min_width=500, min_height=300)
+    for colour in SERIES_COLOURS[:2]:  # teacher and student bars are both drawn
+        rgb = tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+        assert colour_fraction(image, rgb) > 0.002, colour
+    text = run_cli(args[:4] + ["--frames", str(tiny.frames)])
+    assert "rank" in text and "pad" in text and f"{teacher_r[0]:.3f}" in text
+
+    mean_dir = tmp_path / "meanp"
+    save_model(mean_dir / "model.pt", Student(load_clip("tiny"), StudentConfig(
+        temporal="meanP", aggregation="mean")), extra={"train_config": {"max_words": 32}})
+    for bad, message in (
+        (["cache", "show", str(cache_path), "nope"], "'nope'"),
+        (["cache", "show", str(cache_path), "v01_c1", "--sheet", str(tmp_path / "s.png")],
+         "--frames"),
+        ([*args[:6], "--student", str(mean_dir), "--device", "cpu"], "AFA"),
+    ):
+        result = CliRunner().invoke(main, bad)
+        assert result.exit_code == 1 and "Error: " in result.output, result.output
+        assert message in result.output, result.output
+    other = make_frames(tmp_path / "other.h5", list(Manifest.load(tiny.manifest).videos[
+        "video_id"]), seed=9)
+    result = CliRunner().invoke(main, [*args[:4], "--frames", str(other.path)])
+    assert result.exit_code == 1 and "frames digest" in result.output

@@ -12,11 +12,8 @@ from pipeline.models.clip import ClipTowers, load_clip
 from pipeline.models.convert import hf_state_dict_to_openai
 from pipeline.models.teachers import TEACHERS, build_teacher
 from pipeline.models.teachers.topk import PerturbedTopK
-from pipeline.models.teachers.ts2net import (
-    TS2NetTeacher,
-    load_official_ts2net_state,
-    run_temporal,
-)
+from pipeline.models.teachers.ts2net import TS2NetTeacher, run_temporal
+from pipeline.models.teachers.ts2net_import import load_official_ts2net_state
 from pipeline.models.temporal import TemporalTransformer
 from pipeline.models.token_shift import shift_tokens
 
@@ -120,6 +117,41 @@ def test_topk_matches_official_forward_and_backward() -> None:
     assert scores.grad.abs().sum() > 0
 
 
+def test_topk_sigma_zero_is_the_noiseless_official_selection() -> None:
+    """σ = 0: official forward (x + 0·noise, sorted top-k one-hots, mean over samples) exactly,
+    whatever the noise, seed or mode; gradient 0 and finite (the official one divides by σ)."""
+    scores = (torch.rand(5, 16) * 0.1).requires_grad_(True)  # near ties: any noise would show
+    noise = torch.randn(5, 50, 16)
+    ref, _ = official_topk(scores.detach(), noise, 3, 0.0)
+    outs = [PerturbedTopK(3, 50, 0.0, seed=seed).train(mode)(scores)
+            for seed in (0, 1) for mode in (False, True)]
+    for out in outs:
+        assert torch.equal(out, ref)
+    assert torch.equal(ref.sum(-1), torch.ones(5, 3)) and set(ref.unique().tolist()) == {0.0, 1.0}
+    outs[0].backward(torch.randn(5, 3, 16))
+    assert scores.grad is not None and torch.equal(scores.grad, torch.zeros(5, 16))
+    with pytest.raises(ValueError, match="sigma >= 0"):
+        PerturbedTopK(3, 50, -0.1)
+
+
+def test_teacher_with_sigma_zero_is_deterministic() -> None:
+    frames = make_frames(2)
+    vmask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    feats = []
+    for seed in (0, 9):
+        teacher = make_teacher(sigma=0.0, seed=seed)
+        with torch.no_grad():
+            feats.append(teacher.encode_video(frames, vmask)["frames"])
+            teacher.train()
+            feats.append(teacher.encode_video(frames, vmask)["frames"])
+    for other in feats[1:]:
+        torch.testing.assert_close(other, feats[0], rtol=0, atol=0)
+    noisy = make_teacher(sigma=0.05, seed=0, num_samples=2)
+    with torch.no_grad():
+        assert not torch.equal(noisy.encode_video(frames, vmask)["frames"], feats[0])
+    assert make_teacher(sigma=0.0).config_dict()["sigma"] == 0.0
+
+
 def test_gradient_flows_through_scorer() -> None:
     teacher = make_teacher()
     tokens = torch.randn(6, 17, teacher.clip.embed_dim)
@@ -215,7 +247,7 @@ def test_token_shift_off_is_vanilla_and_on_matches_manual_layers() -> None:
 
 
 def plain_ts2net_score(s: torch.Tensor, c: torch.Tensor, m: torch.Tensor, lam: float) -> float:
-    """One pair, straight from SPEC §3.2: q_f = ĉ_f·ŝ, q̃ = masked q/‖q‖, a = softmax(4q̃)."""
+    """One pair, straight from method §3.2: q_f = ĉ_f·ŝ, q̃ = masked q/‖q‖, a = softmax(4q̃)."""
     q = torch.stack([torch.dot(c[f], s) for f in range(c.shape[0])])
     real = [f for f in range(c.shape[0]) if m[f] > 0]
     norm = math.sqrt(sum(float(q[f]) ** 2 for f in real))

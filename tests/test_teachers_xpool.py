@@ -42,7 +42,7 @@ def make_frames(n: int, f: int = FRAMES, seed: int = 1) -> torch.Tensor:
 
 
 def plain_pair(teacher: XPoolTeacher, t: torch.Tensor, x: torch.Tensor, m: torch.Tensor):
-    """One (text, video) pair straight from SPEC §3.3: returns (score, attention weights)."""
+    """One (text, video) pair straight from method §3.3: returns (score, attention weights)."""
     pool = teacher.pool_frames
     ca = pool.cross_attn
     tl = pool.layer_norm1(t)

@@ -1,6 +1,6 @@
 """Scoring a teacher once into its cache, and the teacher's own test-split metrics.
 
-Why row blocks: the cache is the dense caption × video logit matrix (DESIGN), far too big to
+Why row blocks: the cache is the dense caption × video logit matrix (artifacts §5), far too big to
 compute in one go for MSR-VTT (180k × 9k), so it is produced block by block of caption rows,
 each block flushed and flagged done by :class:`TeacherCacheWriter`. A killed run recomputes only
 the blocks not yet flagged; several processes (torchrun) each own a strided set of blocks in
@@ -20,7 +20,6 @@ start at the block's first row, every rank encodes all videos in the same batche
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.atomic import write_text_atomic
 from pipeline.cache.merge import merge_shards
 from pipeline.cache.schema import CacheMeta, shard_path
 from pipeline.cache.verify import verify as verify_problems
 from pipeline.cache.writer import TeacherCacheWriter
+from pipeline.data.frames_store import check_resolution
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import barrier
 from pipeline.errors import InputError, MismatchError
@@ -47,8 +46,8 @@ from pipeline.eval.evaluate import (
     encode_all_videos,
     evaluate_retrieval,
 )
+from pipeline.eval.metrics_file import write_metrics_files
 from pipeline.eval.model_eval import warn_dropped
-from pipeline.models.preprocess import check_frame_size
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher, slice_features
 
 Autocast = Callable[[], Any]
@@ -111,7 +110,8 @@ def _check_frames(teacher: Teacher, frames: Any) -> None:
                             found_in=str(path or "the frames"),
                             fix=f"extract frames with --max-frames {int(teacher.max_frames)}, "
                                 "or train the teacher on these frames")
-    check_frame_size(frames, int(teacher.clip.image_size), model=f"the {teacher.kind} teacher")
+    check_resolution(frames.height, frames.width, int(teacher.clip.image_size),
+                     model=f"the {teacher.kind} teacher", file=path)
 
 
 def _score_block(teacher: Teacher, text: dict[str, torch.Tensor],
@@ -248,6 +248,7 @@ def teacher_test_metrics(
     autocast: Autocast | None = None,
     name: str | None = None,
     checkpoint_sha256: str | None = None,
+    model_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The teacher's own retrieval metrics on ``split`` in the layout ``teachclip evaluate``
     writes (keys from :func:`pipeline.eval.metrics.retrieval_metrics`, role ``teacher``), so the
@@ -267,15 +268,18 @@ def teacher_test_metrics(
         "n_videos": len(items.video_ids),
         "dropped_captions": items.dropped_captions,
         "model_sha256": checkpoint_sha256,
+        "model_path": str(model_path) if model_path is not None else None,
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},
     }
 
 
-def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
-    """Metrics JSON, sorted keys, atomically (no time stamps: DVC sees reruns as unchanged)."""
-    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> tuple[Path, Path]:
+    """The numbers-only metrics JSON and its provenance file beside it (as ``teachclip
+    evaluate`` writes them), sorted keys, atomically, no time stamps (DVC sees reruns as
+    unchanged)."""
+    return write_metrics_files(path, metrics)
 
 
 def shard_files(out_path: str | Path, world: int) -> list[Path]:

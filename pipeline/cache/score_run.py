@@ -1,8 +1,9 @@
 """Teacher scoring as a stage: score into ``<out>.tmp`` (resumable by row block), publish ``<out>``.
 
 Layout: ``cache.h5`` (+ ``cache.shard-RRR-of-WWW.h5`` when scored by several processes;
-``cache.h5`` then references them), ``metrics.json`` (the teacher on the test split) and
-``summary.json``. Rerunning after a kill resumes the pending row blocks.
+``cache.h5`` then references them), ``metrics.json`` (the teacher's numbers on the test split),
+``metrics.provenance.json`` (what they were measured on) and ``summary.json``. Rerunning after
+a kill resumes the pending row blocks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.cache.score import (
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
+from pipeline.eval.metrics_file import provenance_path
 from pipeline.locks import output_lock
 from pipeline.models.checkpoint import load_model, resolve_model_path
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
@@ -110,10 +112,10 @@ def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
             metrics = teacher_test_metrics(
                 teacher, frames, manifest, tokenizer=tokenizer, device=device,
                 split=metrics_split, batch_size=batch_size, autocast=autocast,
-                name=name or out.name, checkpoint_sha256=ckpt_sha,
+                name=name or out.name, checkpoint_sha256=ckpt_sha, model_path=ckpt,
             )
             write_metrics(work / METRICS_FILE, metrics)
-        keep = {CACHE_FILE, METRICS_FILE, SUMMARY_FILE}
+        keep = {CACHE_FILE, METRICS_FILE, provenance_path(METRICS_FILE).name, SUMMARY_FILE}
         keep |= {p.name for p in shard_files(work / CACHE_FILE, dist_info.world_size)}
         # Stale files, e.g. shards of an earlier run with another world size, and the lock files
         # of the writers inside ``work`` (safe to delete: every writer there is done, and no one

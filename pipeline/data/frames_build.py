@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import tmp_path_for
-from pipeline.errors import InputError
 from pipeline.data.frames_store import FramesWriter
 from pipeline.data.manifest import SPLITS, Manifest
-from pipeline.data.sampling import POLICIES, SampledVideo, sample_video
+from pipeline.data.sampling import POLICIES, POLICY_RULES, SampledVideo, sample_video
 from pipeline.data.video import DecodeError, ffmpeg_version
+from pipeline.errors import InputError
 
 DECODER = "ffmpeg-python+imageio-ffmpeg"
 
@@ -36,6 +36,7 @@ class FramesConfig:
     size: int = 224
     compression: str = "lzf"
     timeout: float = 300.0
+    honor_sar: bool = False  # official: pixels treated as square (anamorphic video squashed)
 
     def validate(self) -> None:
         if self.policy not in POLICIES:
@@ -72,13 +73,13 @@ def frames_attrs(config: FramesConfig, manifest_digest: str,
     """Provenance attrs of frames.h5 (no wall-clock time, no host names)."""
     return {
         "sampling_policy": config.policy,
-        "sampling_fps": 1 if config.policy == "official" else 0,
-        "sampling_rule": ("1 fps (indices 0,k,2k.. with k=int(fps)), then linspace(0,n-1,F) "
-                          "truncated; pad with mask 0" if config.policy == "official"
-                          else "F frames at the centres of F equal bins; pad with mask 0"),
+        "sampling_fps": 0 if config.policy == "uniform" else 1,
+        "sampling_rule": POLICY_RULES[config.policy],
         "max_frames": config.max_frames,
         "resolution": config.size,
         "resize": "short side to resolution, ffmpeg bicubic",
+        "pixel_aspect": ("display (stretched by the sample aspect ratio first)"
+                         if config.honor_sar else "stored (square pixels assumed, official)"),
         "crop": "center",
         "color": "rgb24",
         "decoder": DECODER,
@@ -112,7 +113,7 @@ def decode_task(task: _Task, config: FramesConfig) -> tuple[int, SampledVideo | 
     try:
         sampled = sample_video(task.path, policy=config.policy, max_frames=config.max_frames,
                                size=config.size, start=task.start, end=task.end,
-                               timeout=config.timeout)
+                               timeout=config.timeout, honor_sar=config.honor_sar)
     except DecodeError as exc:
         return task.row, None, f"{exc.reason}: {exc.stderr_tail}" if exc.stderr_tail else exc.reason
     except OSError as exc:
@@ -164,8 +165,10 @@ def build_frames(
         if len(failures) > max_failed_fraction * len(tasks):
             shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
             raise InputError(
-                f"{len(failures)} of {len(tasks)} videos failed to decode (more than "
-                f"max_failed_fraction={max_failed_fraction:g}); first: {shown}",
+                f"{len(failures)} of {len(tasks)} videos failed to decode, more than "
+                f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
+                f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
+                "raise --max-failed-fraction to accept them as missing",
                 file=manifest.root,
             )
         digest = writer.finalize(attrs, final=out)

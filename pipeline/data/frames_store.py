@@ -1,6 +1,6 @@
 """``frames.h5``: every video's sampled frames, decoded once (schema ``teachclip.frames`` v2).
 
-Final file (DESIGN): ``video_ids`` (utf-8, manifest order minus failures), ``frames`` uint8
+Final file (artifacts §4): ``video_ids`` (utf-8, manifest order minus failures), ``frames`` uint8
 [N, F, H, W, 3] chunked one video per chunk, ``mask`` bool [N, F], ``n_decoded`` int32 [N],
 ``timestamps`` float32 [N, F], ``row_sha256`` uint8 [N, 32] (v2), ``failed_ids`` /
 ``failed_reasons``; attrs ``schema``, ``schema_version``, the sampling and decoder provenance
@@ -33,11 +33,11 @@ from pipeline.data.frames_schema import (
     row_digest,
 )
 from pipeline.data.frames_writer import FramesWriter
-from pipeline.errors import DataIntegrityError, UncheckedFileWarning
+from pipeline.errors import DataIntegrityError, InputError, UncheckedFileWarning
 from pipeline.h5schema import open_checked, plain_attrs
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "FramesReader", "FramesWriter", "content_digest",
-           "ids_digest", "row_digest"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "FramesReader", "FramesWriter", "check_resolution",
+           "content_digest", "ids_digest", "row_digest"]
 
 
 def damaged(path: Path, dataset: str, where: str, exc: BaseException) -> DataIntegrityError:
@@ -46,6 +46,23 @@ def damaged(path: Path, dataset: str, where: str, exc: BaseException) -> DataInt
     return DataIntegrityError(
         f"{path}: dataset {dataset!r}, {where}: the stored data is damaged ({reason}); run "
         f"`teachclip frames verify {path}` to list every damaged video, then {REEXTRACT}")
+
+
+def check_resolution(height: int, width: int, image_size: int, *, model: str,
+                     file: str | Path | None = None) -> None:
+    """Refuse frames whose size is not the model's image size, naming both and the two fixes.
+
+    Why here and early: without a params file ``teachclip frames`` decodes at 224 px (ViT-B/32)
+    while ``--clip tiny`` takes 32 px; the mismatch used to surface as a shape error deep in the
+    vision tower, after the data had been loaded.
+    """
+    if (int(height), int(width)) == (int(image_size), int(image_size)):
+        return
+    raise InputError(
+        f"frames are {height}×{width} px but {model} takes {image_size}×{image_size} images: "
+        f"rebuild the frames with `teachclip frames --size {image_size}`, or use a CLIP whose "
+        f"image size is {height} (224: ViT-B/32; --clip 'tiny:{{\"image_size\": {height}}}')",
+        file=file)
 
 
 class FramesReader:

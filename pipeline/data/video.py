@@ -7,7 +7,10 @@ that each video gets a timeout (ffmpeg-python 0.2.0 ``run`` has none) and stderr
 captured (the notes' pitfall: an uncaptured stderr turns every error into ``None``).
 
 Resizing and cropping happen inside the ffmpeg filter graph (short side → ``size`` with bicubic,
-then centre crop), so only the final small frames cross the pipe. ffmpeg's bicubic is not PIL's
+then centre crop), so only the final small frames cross the pipe. Like the official loader, the
+resize treats pixels as square by default, so a video with a non-square sample aspect ratio
+(anamorphic DVD/TV footage) is squashed; ``honor_sar=True`` first stretches the stored frame to
+its display shape (the longer way, never losing resolution). ffmpeg's bicubic is not PIL's
 antialiased bicubic: pixels differ slightly from CLIP4Clip's loader, which is harmless as long as
 teacher and student read the same cached frames.
 """
@@ -140,6 +143,17 @@ def probe(path: str | Path, *, timeout: float = 60.0) -> VideoInfo:
     return parse_probe(stderr)
 
 
+def display_shape(stream: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
+    """Stretch frames to their display aspect (sample aspect ratio ``sar`` → 1).
+
+    SAR > 1 widens the frame, SAR < 1 heightens it, so no stored pixel is merged away; sizes are
+    kept even for yuv420p. Without SAR information ffmpeg's ``sar`` is 1 and this is a no-op.
+    """
+    return stream.filter(
+        "scale", "trunc(iw*max(sar,1)/2)*2", "trunc(ih*max(1/sar,1)/2)*2", flags="bicubic",
+    ).filter("setsar", "1")
+
+
 def decode_frames(
     path: str | Path,
     *,
@@ -147,10 +161,13 @@ def decode_frames(
     start: float | None = None,
     end: float | None = None,
     every_nth: int | None = None,
+    first_frame: int | None = None,
+    max_output_frames: int | None = None,
     width: int | None = None,
     height: int | None = None,
     threads: int = 1,
     timeout: float = 300.0,
+    honor_sar: bool = False,
 ) -> np.ndarray:
     """Decode a video (or the clip ``[start, end)`` seconds) into uint8 RGB frames [n, H, W, 3].
 
@@ -159,25 +176,21 @@ def decode_frames(
     taken from a probe unless given). ``every_nth=k`` keeps decoded frames 0, k, 2k, … of the clip
     via ``framestep`` + ``-fps_mode passthrough``, so dropped frames are never converted or scaled
     (the official 1 fps policy). ``start``/``end`` go before ``-i`` (keyframe seek, then exact).
+    ``first_frame=a`` instead starts at frame number ``a`` of the file, counted by decoding from
+    its first frame (``trim=start_frame``): exact whatever the stream's timestamps or a rounded
+    frame rate, which is how the official loader addresses frames. ``max_output_frames=n`` stops
+    ffmpeg after n output frames (``-frames:v``), so a clip's tail is never decoded.
+    ``honor_sar`` (with ``size``): scale by the sample aspect ratio before the resize and crop.
     """
     path = Path(path)
     _check_file(path)
-    input_opts: dict[str, object] = {}
-    if start is not None and start > 0:
-        input_opts["ss"] = f"{start:.6f}"
-    if end is not None:
-        begin = start if start is not None and start > 0 else 0.0
-        if end <= begin:
-            raise DecodeError(path, f"empty clip: end {end} <= start {begin}")
-        input_opts["t"] = f"{end - begin:.6f}"
-    stream = ffmpeg.input(str(path), **input_opts).video
-    output_opts: dict[str, object] = {}
-    if every_nth is not None and every_nth > 1:
-        # framestep keeps frames 0, k, 2k, … == select='not(mod(n\,k))' (ffmpeg-python would
-        # double the backslash that select's comma needs inside a filter graph).
-        stream = stream.filter("framestep", step=int(every_nth))
-        output_opts["fps_mode"] = "passthrough"
+    if first_frame is not None and (start is not None or end is not None):
+        raise ValueError("first_frame counts from the file's first frame: no start/end with it")
+    stream = ffmpeg.input(str(path), **_seek_options(path, start, end)).video
+    stream, output_opts = _frame_selection(stream, every_nth, first_frame, max_output_frames)
     if size is not None:
+        if honor_sar:
+            stream = display_shape(stream)
         stream = stream.filter(
             "scale", size, size, force_original_aspect_ratio="increase", flags="bicubic"
         ).filter("crop", size, size)
@@ -194,6 +207,49 @@ def decode_frames(
         .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
         .compile(cmd=ffmpeg_exe())
     )
+    return _run_raw(argv, path, out_w, out_h, timeout)
+
+
+def _seek_options(path: Path, start: float | None, end: float | None) -> dict[str, object]:
+    """``-ss``/``-t`` input options for the clip ``[start, end)`` seconds (none: whole file)."""
+    input_opts: dict[str, object] = {}
+    if start is not None and start > 0:
+        input_opts["ss"] = f"{start:.6f}"
+    if end is not None:
+        begin = start if start is not None and start > 0 else 0.0
+        if end <= begin:
+            raise DecodeError(path, f"empty clip: end {end} <= start {begin}")
+        input_opts["t"] = f"{end - begin:.6f}"
+    return input_opts
+
+
+def _frame_selection(
+    stream: ffmpeg.nodes.FilterableStream,
+    every_nth: int | None,
+    first_frame: int | None,
+    max_output_frames: int | None,
+) -> tuple[ffmpeg.nodes.FilterableStream, dict[str, object]]:
+    """Filters and output options that pick frames before any conversion or scaling."""
+    output_opts: dict[str, object] = {}
+    if first_frame is not None and first_frame > 0:
+        # trim keeps the frames' timestamps: passthrough stops the rawvideo muxer from filling the
+        # gap before the first kept frame with duplicates.
+        stream = stream.filter("trim", start_frame=int(first_frame))
+        output_opts["fps_mode"] = "passthrough"
+    if every_nth is not None and every_nth > 1:
+        # framestep keeps frames 0, k, 2k, … == select='not(mod(n\,k))' (ffmpeg-python would
+        # double the backslash that select's comma needs inside a filter graph).
+        stream = stream.filter("framestep", step=int(every_nth))
+        output_opts["fps_mode"] = "passthrough"
+    if max_output_frames is not None:
+        if max_output_frames < 1:
+            raise ValueError(f"max_output_frames must be >= 1, got {max_output_frames}")
+        output_opts["frames:v"] = int(max_output_frames)
+    return stream, output_opts
+
+
+def _run_raw(argv: list[str], path: Path, out_w: int, out_h: int, timeout: float) -> np.ndarray:
+    """Run an ffmpeg command that writes rgb24 frames to stdout; frames [n, H, W, 3]."""
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

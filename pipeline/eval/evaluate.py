@@ -126,7 +126,7 @@ def evaluate_retrieval(
     batch_size: int = 64,
     autocast: Callable[[], Any] | None = None,
 ) -> dict[str, float]:
-    """Text→video and video→text metrics of ``model`` on ``eval_set`` (SPEC §7)."""
+    """Text→video and video→text metrics of ``model`` on ``eval_set`` (method §7)."""
     ids, mask = tokenizer.encode(eval_set.texts, max_words)
     text = encode_all_texts(model, np.asarray(ids), np.asarray(mask), device, batch_size,
                             autocast)

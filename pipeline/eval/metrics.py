@@ -1,4 +1,4 @@
-"""Retrieval metrics (SPEC §7): text→video and video→text recall at K, median and mean rank.
+"""Retrieval metrics (method §7): text→video and video→text recall at K, median and mean rank.
 
 Ranks use the pessimistic tie rule ``rank = 1 + #(other candidates scoring >= the positive)``, so
 a collapsed model that scores everything alike ranks last rather than first (the official

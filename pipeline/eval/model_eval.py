@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from pipeline.atomic import sha256_file
+from pipeline.data.frames_store import check_resolution
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError, MismatchError, TeachclipWarning
 from pipeline.eval.adapters import StudentRetriever, TeacherRetriever
 from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
 from pipeline.models.checkpoint import MODEL_FILE, load_model, resolve_model_path
-from pipeline.models.preprocess import check_frame_size
 from pipeline.models.student import Student
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.precision import autocast_context
@@ -81,7 +81,8 @@ def default_name(loaded: LoadedModel) -> str:
 
 def check_frames_fit(loaded: LoadedModel, frames: Any) -> None:
     """Refuse frames the model cannot take (resolution, or F for F-specific teachers)."""
-    check_frame_size(frames, loaded.image_size, model=f"the model {loaded.path}")
+    check_resolution(frames.height, frames.width, loaded.image_size,
+                     model=f"the model {loaded.path}", file=getattr(frames, "path", None))
     if loaded.max_frames is not None and frames.max_frames != loaded.max_frames:
         raise MismatchError(f"max_frames (F) of {loaded.kind} teacher vs frames.h5",
                             loaded.max_frames, frames.max_frames,
@@ -118,7 +119,7 @@ def evaluate_model(
     amp: str = "none",
     name: str | None = None,
 ) -> dict[str, Any]:
-    """SPEC §7 metrics of ``loaded`` on ``split``, plus what identifies the measurement.
+    """method §7 metrics of ``loaded`` on ``split``, plus what identifies the measurement.
 
     Every test video is embedded once and every caption once (``evaluate_retrieval``); no
     wall-clock time goes into the result so DVC sees identical metrics as unchanged.
@@ -141,6 +142,7 @@ def evaluate_model(
         "n_videos": len(eval_set.video_ids),
         "dropped_captions": eval_set.dropped_captions,
         "model_sha256": loaded.sha256,
+        "model_path": str(loaded.path),
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},

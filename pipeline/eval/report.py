@@ -8,7 +8,6 @@ min–max; the table says which.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.eval.metrics_file import read_metrics_files
 
 #: (metrics key, column title, decimals, higher is better)
 COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
@@ -55,17 +55,8 @@ class ModelResult:
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
-    """Read one metrics JSON written by ``teachclip evaluate``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("metrics file not found", file=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=path) from exc
-    if not isinstance(data, dict) or "R1" not in data:
-        raise InputError("not a teachclip metrics file (no 'R1')", file=path)
-    return data
+    """One model's metrics merged with the provenance file beside them (role, split, ...)."""
+    return read_metrics_files(path)
 
 
 def parse_spec(spec: str) -> tuple[str, list[Path]]:
@@ -180,27 +171,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
-
-
-def write_plot_png(path: str | Path, results: Sequence[ModelResult], metric: str = "R1") -> Path:
-    """A bar chart of ``metric`` (mean with std error bars); needs matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError("a .png plot needs matplotlib (not installed); write a .tsv or .csv "
-                         "and render it with `dvc plots show`") from exc
-    from pipeline.atomic import atomic_output
-
-    stats = [summarise(r) for r in results]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(results)), 3))
-    ax.bar([r.name for r in results], [s[metric] for s in stats],
-           yerr=[s[f"{metric}_std"] for s in stats], capsize=4)
-    ax.set_ylabel(metric)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)

@@ -25,7 +25,7 @@ from pipeline.models.convert import convert_resblock, openai_state_dict_to_hf
 from pipeline.models.student import Student, StudentConfig
 from pipeline.models.teachers import TEACHERS
 from pipeline.models.teachers.base import Teacher
-from pipeline.models.teachers.ts2net import import_official_ts2net
+from pipeline.models.teachers.ts2net_import import import_official_ts2net
 from pipeline.models.teachers.xclip import XCLIP_MATRICES, XClipTeacher
 from pipeline.models.teachers.xpool import import_official_xpool
 from pipeline.models.temporal import default_heads
@@ -240,7 +240,7 @@ def import_xclip(
     vision_heads: int | None = None,
     **options: Any,
 ) -> XClipTeacher:
-    """Official X-CLIP layout: ``clip.*`` + the 8 matrices + seqTransf keys (notes §1.2)."""
+    """Official X-CLIP layout: ``clip.*`` + the 8 matrices + seqTransf keys (teachers §1.2)."""
     missing = [name for name in XCLIP_MATRICES if name not in state]
     if missing:
         raise ValueError(f"missing X-CLIP matrices: {missing}")

@@ -1,4 +1,4 @@
-"""CLIP towers shared by the student and every teacher (SPEC §2.1–2.2, notes/teachers.md §0).
+"""CLIP towers shared by the student and every teacher (method §2.1–2.2, teachers §0).
 
 Why a wrapper around ``transformers.CLIPModel``: every model in the project needs the same three
 things from CLIP (per-token text features, per-frame CLS features, per-frame patch tokens), with the
@@ -21,13 +21,14 @@ import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
+from pipeline.errors import InputError
 from pipeline.models.clip_config import tiny_clip_config
 from pipeline.models.convert import load_openai_state_dict, openai_state_dict_to_hf
 
 #: Upper bound of log λ (λ ≤ 100), applied after every optimiser step of every model.
 MAX_LOGIT_SCALE = math.log(100.0)
 
-#: Parameter-name prefixes (inside ``CLIPModel``) that SPEC §6 keeps frozen: token/position
+#: Parameter-name prefixes (inside ``CLIPModel``) that method §6 keeps frozen: token/position
 #: embeddings, the patch-embedding conv, the class embedding, the vision position embedding and
 #: the pre-layernorm. They are excluded from optimiser groups and never receive gradients.
 FROZEN_PREFIXES: tuple[str, ...] = (
@@ -116,7 +117,7 @@ class ClipTowers(nn.Module):
         self.gradient_checkpointing = enabled
 
     def freeze_per_spec(self) -> list[str]:
-        """Freeze what SPEC §6 keeps fixed; returns the frozen names (relative to ``model``)."""
+        """Freeze what method §6 keeps fixed; returns the frozen names (relative to ``model``)."""
         frozen = []
         for name, param in self.model.named_parameters():
             if is_frozen_clip_param(name):
@@ -150,7 +151,7 @@ class ClipTowers(nn.Module):
         return hidden, lead
 
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Per-frame features [B,F,D]: post-LN CLS token, projected (SPEC §2.2)."""
+        """Per-frame features [B,F,D]: post-LN CLS token, projected (method §2.2)."""
         hidden, lead = self._vision(pixels)
         cls = self.model.vision_model.post_layernorm(hidden[:, 0])
         return self.model.visual_projection(cls).reshape(*lead, -1)
@@ -171,7 +172,7 @@ class ClipTowers(nn.Module):
 
 
 def is_frozen_clip_param(name: str) -> bool:
-    """True for ``CLIPModel`` parameter names that SPEC §6 freezes (name relative to the model)."""
+    """True for ``CLIPModel`` parameter names that method §6 freezes (relative to the model)."""
     return any(name.startswith(prefix) for prefix in FROZEN_PREFIXES)
 
 
@@ -200,7 +201,7 @@ def build_param_groups(
     clip_prefix: str = "clip.",
     multipliers: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split parameters into optimiser groups (SPEC §6), shared by the student and teachers.
+    """Split parameters into optimiser groups (method §6), shared by the student and teachers.
 
     CLIP parameters (names starting with ``clip_prefix``) get ``lr·coef_lr``; names starting with
     a key of ``multipliers`` get ``lr·multiplier``; everything else ``lr``. Each of those splits
@@ -270,7 +271,8 @@ def load_clip(
     path = Path(text)
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: no config.json (not a Hugging Face CLIP directory)")
+            raise InputError("no config.json: not a Hugging Face CLIP directory (save one with "
+                             "CLIPModel.save_pretrained, or pass an OpenAI .pt file)", file=path)
         hf = CLIPModel.from_pretrained(path, local_files_only=True, attn_implementation="sdpa")
         # transformers 5 loads in the stored dtype ("auto"); keep fp32 master weights (autocast
         # handles mixed precision), as 4.x did by default.
@@ -281,7 +283,8 @@ def load_clip(
         towers = ClipTowers(config, gradient_checkpointing=gradient_checkpointing)
         load_hf_state_dict(towers.model, hf_sd, source=str(path))
         return towers
-    raise FileNotFoundError(f"CLIP source {text!r} is neither 'tiny', a directory nor a file")
+    raise InputError("CLIP weights not found: pass 'tiny', a Hugging Face CLIP directory or an "
+                     "OpenAI .pt file (params: paths.clip, made by the clip stage)", file=text)
 
 
 def load_hf_state_dict(model: CLIPModel, state: Mapping[str, torch.Tensor], *, source: str) -> None:

@@ -14,7 +14,7 @@ from transformers import CLIPConfig
 
 #: Sizes of the embedded tiny CLIP (tests and the synthetic default). The vocabulary is the real
 #: CLIP BPE size so the shipped tokenizer works; text width == projection dim so seqTransf can be
-#: initialised from the text positional embedding and text layers (SPEC §2.3).
+#: initialised from the text positional embedding and text layers (method §2.3).
 TINY_DEFAULTS: dict[str, Any] = {
     "text_width": 64,
     "text_layers": 2,

@@ -1,4 +1,4 @@
-"""Pixel normalisation of cached uint8 frames (SPEC §5 "Pixels").
+"""Pixel normalisation of cached uint8 frames (method §5 "Pixels").
 
 Why on the model's device and not in the frame cache: ``frames.h5`` stores uint8 (4× smaller than
 float), and the normalisation is a cheap elementwise op best done on the accelerator.
@@ -7,11 +7,8 @@ float), and the normalisation is a cheap elementwise op best done on the acceler
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
-
-from pipeline.errors import MismatchError
 
 #: OpenAI CLIP pixel statistics (RGB).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -55,20 +52,3 @@ def normalize_frames(
     x = (x - m) / s
     keep = mask.to(device=x.device, dtype=torch.bool).view(*mask.shape, 1, 1, 1)
     return torch.where(keep, x, torch.zeros((), dtype=dtype, device=x.device))
-
-
-def check_frame_size(frames: Any, image_size: int, *, model: str) -> None:
-    """Refuse frames whose resolution is not the CLIP's input size, before any work.
-
-    Why here and not in the encoder: transformers only says "Input image size (224*224) doesn't
-    match model (32*32)" from deep inside the first step; this names the frames file, the model
-    and both ways out. ``frames`` is anything with ``height``/``width`` (a FramesReader).
-    """
-    height, width = int(frames.height), int(frames.width)
-    if (height, width) != (image_size, image_size):
-        path = getattr(frames, "path", None)
-        raise MismatchError(
-            "frame resolution", f"{image_size}x{image_size}", f"{height}x{width}",
-            file=path, expected_in=model, found_in=str(path or "the frames"),
-            fix=f"extract frames at the model's size (`teachclip frames --size {image_size}`) "
-                f"or use a CLIP made for {height}-pixel images")

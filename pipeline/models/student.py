@@ -1,4 +1,4 @@
-"""The TeachCLIP student: CLIP4Clip (meanP or seqTransf) + AFA (SPEC §2, notes/teachers.md §6).
+"""The TeachCLIP student: CLIP4Clip (meanP or seqTransf) + AFA (method §2, teachers §6).
 
 Retrieval needs one D-vector per video and per text; AFA only decides how frames are pooled, and
 its temperature-1 weights are what the teachers' frame relevance supervises.
@@ -16,8 +16,6 @@ from torch import nn
 from pipeline.models.clip import ClipTowers, build_param_groups
 from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.temporal import TemporalTransformer, build_seq_transf
-
-#: Upper bound of λ (SPEC: clamp logit_scale ≤ ln 100 after every optimiser step).
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,7 @@ class Student(nn.Module):
         afa_lr_multiplier: float = 10.0,
         weight_decay: float = 0.2,
     ) -> list[dict[str, Any]]:
-        """CLIP at lr·coef_lr, seqTransf at lr, AFA at lr·afa_lr_multiplier (SPEC §6).
+        """CLIP at lr·coef_lr, seqTransf at lr, AFA at lr·afa_lr_multiplier (method §6).
 
         No weight decay for biases, norms, logit_scale and embeddings; frozen params excluded.
         """

@@ -1,4 +1,4 @@
-"""seqTransf: the temporal transformer over frame features (SPEC §2.3, notes/teachers.md §0).
+"""seqTransf: the temporal transformer over frame features (method §2.3, teachers §0).
 
 The same module serves the student, X-CLIP and TS2-Net. Submodule names mirror the HF
 ``CLIPEncoderLayer`` (``self_attn.{q,k,v,out}_proj``, ``layer_norm1/2``, ``mlp.fc1/fc2``) so that
@@ -88,7 +88,7 @@ def default_heads(width: int) -> int:
 
 
 class TemporalTransformer(nn.Module):
-    """``y = Blocks(x + P[0:n]) + x`` with key padding mask ``-1e6·(1-m)`` (SPEC §2.3).
+    """``y = Blocks(x + P[0:n]) + x`` with key padding mask ``-1e6·(1-m)`` (method §2.3).
 
     Why the residual around the whole stack: that is what the official code does and what makes an
     untrained/zero-output stack an identity, i.e. meanP-like at initialisation.
@@ -135,7 +135,7 @@ class TemporalTransformer(nn.Module):
 
     @torch.no_grad()
     def init_from_clip_text(self, towers: ClipTowers) -> None:
-        """P ← CLIP text positional embedding; block k ← CLIP text layer k (SPEC §2.3).
+        """P ← CLIP text positional embedding; block k ← CLIP text layer k (method §2.3).
 
         Requires text width == ``width`` (true for OpenAI CLIPs where text width = embed dim).
         """

@@ -1,12 +1,15 @@
-"""CLIP byte-level BPE tokenizer, built offline from OpenAI's merges file (SPEC §5 "Text").
+"""CLIP byte-level BPE tokenizer, built offline from OpenAI's merges file (method §5 "Text").
 
 Why our own implementation instead of ``transformers.CLIPTokenizer``: no model hub access, and the
 algorithm is ~60 lines (OpenAI ``simple_tokenizer``), so we avoid generating and caching
 vocab.json/merges.txt just to feed HF. ``from_dir`` still reads HF's files when a user has them.
 
-Text cleaning: OpenAI runs ``ftfy.fix_text`` + double ``html.unescape`` + whitespace collapse +
-lower-case. ``ftfy`` is not available here, so only the HTML unescape, whitespace normalisation and
-lower-casing are done; for ordinary (non-mojibake) captions this gives identical ids.
+Text cleaning is the official one (TeachCLIP ``modules/tokenization_clip.py``, same as OpenAI CLIP):
+``ftfy.fix_text`` (curly quotes → straight, ligatures and full-width letters → ASCII, decomposed
+accents composed, mojibake repaired), then ``html.unescape`` twice, whitespace collapse, strip,
+lower-case. Without the ftfy step about one real caption in ten gets different ids ("it’s" would
+not split into ``it`` + ``'s``), so ``ftfy`` is a hard dependency; ``tests/data/
+official_tokenizer.json`` holds ids produced by the official tokenizer for tricky captions.
 """
 
 from __future__ import annotations
@@ -53,8 +56,13 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def clean_text(text: str) -> str:
-    """HTML-unescape twice, collapse whitespace, strip, lower-case (ftfy step omitted, see top)."""
-    text = html.unescape(html.unescape(text))
+    """The official cleaning: ``ftfy.fix_text``, HTML-unescape twice, collapse whitespace, strip,
+    lower-case (the order matters: ftfy first, as the official ``basic_clean``)."""
+    # Imported here rather than at the top so the module's import block stays as it is while the
+    # package layout is being restructured; Python caches the module after the first call.
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 

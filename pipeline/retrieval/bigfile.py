@@ -1,4 +1,4 @@
-"""The official "bigfile" feature layout (DATA_FORMATS.md, "Exported features").
+"""The official "bigfile" feature layout (artifacts §9.2).
 
 Why: TeachCLIP's released evaluation scripts (and many lab tools around them) read video features
 from a directory holding ``feature.bin`` (raw float32, native byte order, row-major N×D, no

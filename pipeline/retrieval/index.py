@@ -1,6 +1,6 @@
 """Retrieval index: one L2-normalised student embedding per video, and exact text search over it.
 
-Why this is cheap: the TeachCLIP student keeps CLIP4Clip's single vector per video (SPEC §2.5),
+Why this is cheap: the TeachCLIP student keeps CLIP4Clip's single vector per video (method §2.5),
 so serving is one text-tower forward plus a dot product against ``embeddings.h5``; the heavy
 teachers never run at query time. Only single-vector models (kind ``student``: students and
 baselines) can be indexed; a teacher's cross-grained score is not a dot product.
@@ -35,21 +35,16 @@ import torch
 from pipeline import __version__
 from pipeline.atomic import atomic_output
 from pipeline.data.manifest import SPLITS, Manifest
-from pipeline.data.sampling import sample_video
-from pipeline.data.video import DecodeError
 from pipeline.errors import InputError, MismatchError
 from pipeline.eval.evaluate import encode_all_videos
 from pipeline.eval.model_eval import LoadedModel, check_frames_fit
 from pipeline.h5schema import open_checked, plain_attrs
-from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.precision import autocast_context
 
 SCHEMA = "teachclip.embeddings"
 SCHEMA_VERSION = 1
 DTYPES = ("float16", "float32")
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg",
-                            ".wmv", ".flv", ".3gp", ".ts", ".ogv"})
 #: Index rows scored per block in :func:`top_k`: bounds memory to chunk_rows × D floats.
 DEFAULT_CHUNK_ROWS = 65536
 
@@ -263,105 +258,3 @@ def index_from_frames(
     attrs = {**model_attrs(loaded), "source": "frames", "frames_digest": str(frames.digest),
              "split": split or "all"}
     return video_ids, feats["embedding"].cpu().numpy(), attrs
-
-
-def list_videos(source: str | Path) -> list[tuple[str, Path]]:
-    """(id, path) of a folder's video files (recursive; id = relative path without suffix) or
-    of a list file (one path per line, relative to the list's folder; id = file stem)."""
-    source = Path(source)
-    out: list[tuple[str, Path]] = []
-    if source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                out.append((path.relative_to(source).with_suffix("").as_posix(), path))
-    elif source.is_file():
-        seen: dict[str, int] = {}
-        lines = source.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            path = Path(text)
-            path = path if path.is_absolute() else source.parent / path
-            video_id = path.stem
-            if video_id in seen:
-                raise InputError(f"duplicate video id (also on line {seen[video_id]})",
-                                 file=source, line=number, item_id=video_id)
-            seen[video_id] = number
-            out.append((video_id, path))
-    else:
-        raise InputError("no such folder or list file", file=source)
-    if not out:
-        raise InputError("no videos found", file=source)
-    return out
-
-
-@torch.no_grad()
-def embed_videos(
-    loaded: LoadedModel,
-    videos: Sequence[tuple[str, Path]],
-    device: torch.device,
-    *,
-    policy: str = "official",
-    max_frames: int = 12,
-    batch_size: int = 16,
-    timeout: float = 300.0,
-    amp: str = "none",
-    on_progress: Callable[[int], None] | None = None,
-) -> tuple[list[str], np.ndarray, list[tuple[str, str]], dict[str, Any]]:
-    """Decode a user's own videos with the frames policy at the model's resolution and embed them.
-
-    Returns (ids, embeddings [N,D], failures [(id, reason)], attrs). A video that cannot be
-    decoded is listed with ffmpeg's reason and left out, never zero-filled.
-    """
-    require_single_vector(loaded)
-    ids: list[str] = []
-    parts: list[np.ndarray] = []
-    failed: list[tuple[str, str]] = []
-    pending_ids: list[str] = []
-    pending_frames: list[np.ndarray] = []
-    pending_masks: list[np.ndarray] = []
-
-    def flush() -> None:
-        if not pending_ids:
-            return
-        pixels = torch.from_numpy(np.stack(pending_frames)).to(device)
-        mask = torch.from_numpy(np.stack(pending_masks)).to(device)
-        with autocast_context(device, amp):
-            emb = loaded.retriever.encode_video(normalize_frames(pixels, mask), mask)
-        parts.append(emb["embedding"].float().cpu().numpy())
-        ids.extend(pending_ids)
-        if on_progress is not None:
-            on_progress(len(pending_ids))
-        pending_ids.clear()
-        pending_frames.clear()
-        pending_masks.clear()
-
-    for video_id, path in videos:
-        try:
-            sampled = sample_video(path, policy=policy, max_frames=max_frames,
-                                   size=loaded.image_size, timeout=timeout)
-        except DecodeError as exc:
-            reason = f"{exc.reason}: {exc.stderr_tail}" if exc.stderr_tail else exc.reason
-            failed.append((video_id, reason))
-            if on_progress is not None:
-                on_progress(1)
-            continue
-        except OSError as exc:
-            failed.append((video_id, f"cannot read: {exc}"))
-            if on_progress is not None:
-                on_progress(1)
-            continue
-        pending_ids.append(video_id)
-        pending_frames.append(sampled.frames)
-        pending_masks.append(sampled.mask)
-        if len(pending_ids) >= batch_size:
-            flush()
-    flush()
-    if not ids:
-        shown = "; ".join(f"{v}: {r}" for v, r in failed[:3])
-        raise InputError(f"none of {len(videos)} videos could be decoded; first: {shown}")
-    attrs = {**model_attrs(loaded), "source": "videos", "frames_digest": "", "split": "",
-             "sampling_policy": policy, "max_frames": max_frames,
-             "resolution": loaded.image_size}
-    return ids, np.concatenate(parts), failed, attrs

@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,11 +22,12 @@ import torch
 from torch import nn
 
 from pipeline.atomic import SUMMARY_FILE, publish_dir, tmp_path_for, write_json_atomic
+from pipeline.data.frames_store import check_resolution
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
 from pipeline.locks import output_lock
 from pipeline.models.clip import ClipTowers
-from pipeline.models.preprocess import check_frame_size, normalize_frames
+from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.train.batches import global_batches
 from pipeline.train.loop import TRAIN_LOG, LoopConfig, TrainResult, run_training
@@ -118,9 +118,8 @@ def pretrain_clip(
 ) -> tuple[ClipTowers, TrainResult]:
     """Contrastive image–text training of a CLIP from ``config.clip`` (usually ``tiny``)."""
     towers = seeded_towers(config.clip, config.seed, freeze=False).to(device)
-    height, width = pairs.images.shape[1:3]
-    check_frame_size(SimpleNamespace(height=height, width=width, path=pairs.source),
-                     towers.image_size, model=f"the CLIP {config.clip!r}")
+    check_resolution(*pairs.images.shape[1:3], towers.image_size, model=f"CLIP {config.clip!r}",
+                     file=pairs.source)
     step_model = _ImageTextStep(towers)
     n = len(pairs.images)
     batch = config.batch_size

@@ -97,7 +97,7 @@ class GlobalBatchDataset(Dataset):
             sim, rel_logits, rel_mask = source.cache.batch(
                 source.rows[global_idx], source.cols[global_idx]
             )
-            # The cache stores pre-softmax scores; R = softmax(scores / T) (DESIGN attrs).
+            # The cache stores pre-softmax scores; R = softmax(scores / T) (artifacts §5).
             attrs = getattr(source.cache, "attrs", {})
             temperature = float(attrs.get("relevance_temperature", 1.0))
             rel_logits = np.asarray(rel_logits, dtype=np.float32) / np.float32(temperature)

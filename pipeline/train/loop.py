@@ -173,6 +173,33 @@ def _check_finite(flags: list[torch.Tensor], epoch: int, step: int) -> None:
             "`teachclip frames verify`) or lower --lr")
 
 
+@dataclass
+class _Progress:
+    """Everything the loop carries from epoch to epoch (and saves in ``state.pt``)."""
+
+    epoch: int = 0  # next epoch to run
+    step: int = 0
+    best_metric: float = -float("inf")
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """The objects one run steps; bundled so the per-epoch helpers stay short."""
+
+    model: nn.Module
+    step_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    config: LoopConfig
+    work_dir: Path
+    device: torch.device
+    dist_info: DistInfo
+
+
 def run_training(
     *,
     model: nn.Module,
@@ -199,128 +226,158 @@ def run_training(
     ``config.select_metric`` is kept via ``save_best(path)``. Only rank 0 writes files.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    state_path = work_dir / STATE_FILE
-    run_hash = fingerprint_hash(config.fingerprint)
-    start_epoch, step = 0, 0
-    best_metric, best_epoch = -float("inf"), -1
-    best_metrics: dict[str, float] = {}
-    history: list[dict[str, float]] = []
-
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != run_hash:
-            raise _refuse_resume(work_dir, state, config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        start_epoch, step = state["epoch"], state["step"]
-        best_metric, best_epoch = state["best_metric"], state["best_epoch"]
-        best_metrics, history = state["best_metrics"], state["history"]
-        if dist_info.is_main:
-            _truncate_tsv(work_dir / TRAIN_LOG, lambda row: int(row["step"]) <= step)
-            _truncate_tsv(work_dir / VAL_LOG, lambda row: int(row["epoch"]) < start_epoch)
-    else:
-        seed_everything(config.seed + dist_info.rank)
-        if dist_info.is_main:
-            for name in (TRAIN_LOG, VAL_LOG):
-                (work_dir / name).unlink(missing_ok=True)
-    resumed_from = start_epoch
-
-    step_model: nn.Module = model
+    run = _Run(model, model, optimizer, scheduler, scaler, config, work_dir, device, dist_info)
+    progress = _restore(run)
+    resumed_from = progress.epoch
     if dist_info.enabled:
         ddp_kwargs: dict[str, Any] = {}
         if device.type == "cuda":
             ddp_kwargs["device_ids"] = [device.index]
-        step_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        wait_time, compute_time, clips = 0.0, 0.0, 0
-        # No host-device sync inside a step: loss parts are summed on the device (float64, so
-        # the logged means equal the former Python-float sums exactly) and the finiteness flags
-        # are checked only at log steps and at the end of the epoch (_check_finite).
-        running: dict[str, torch.Tensor] = {}
-        finite_flags: list[torch.Tensor] = []
-        n_running = 0
-        tick = time.perf_counter()
-        for batch in batches_for_epoch(epoch):
-            got_batch = time.perf_counter()
-            wait_time += got_batch - tick
-            with autocast_context(device, config.amp):
-                parts = step_fn(step_model, batch)
-            loss = parts["total"]
-            finite_flags.append(torch.isfinite(loss.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if after_step is not None:
-                after_step()
-            step += 1
-            for key, value in parts.items():
-                value = value.detach().to(torch.float64)
-                running[key] = running[key] + value if key in running else value
-            n_running += 1
-            n_clips = batch_size_of(batch) if batch_size_of else 0
-            clips += n_clips
-            tick = time.perf_counter()
-            compute_time += tick - got_batch
-            if step % config.log_every == 0:
-                _check_finite(finite_flags, epoch, step)
-                if dist_info.is_main:
-                    row: dict[str, Any] = {"step": step, "epoch": epoch,
-                                           "lr": optimizer.param_groups[0]["lr"]}
-                    row.update({k: float(v) / n_running for k, v in running.items()})
-                    row["clips_per_s"] = clips * dist_info.world_size / max(
-                        wait_time + compute_time, 1e-9)
-                    row["data_wait_fraction"] = wait_time / max(wait_time + compute_time, 1e-9)
-                    _append_tsv(work_dir / TRAIN_LOG, row)
-                running, n_running = {}, 0
-            if on_progress is not None:
-                on_progress(1)
-        _check_finite(finite_flags, epoch, step)
-
-        metrics: dict[str, float] = {}
-        if evaluate is not None and dist_info.is_main:
-            model.eval()
-            with torch.no_grad():
-                metrics = evaluate(model, epoch)
-            history.append({"epoch": epoch, **metrics})
-            _append_tsv(work_dir / VAL_LOG, {"epoch": epoch, **metrics})
-            score = metrics.get(config.select_metric, -float("inf"))
-            if score > best_metric:
-                best_metric, best_epoch, best_metrics = score, epoch, dict(metrics)
-                if save_best is not None:
-                    save_best(work_dir / BEST_FILE)
-        elif evaluate is None and dist_info.is_main and save_best is not None:
-            best_epoch = epoch
-            save_best(work_dir / BEST_FILE)
+        run.step_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    for epoch in range(progress.epoch, config.epochs):
+        progress.step = _train_epoch(run, epoch, progress.step, batches_for_epoch(epoch),
+                                     step_fn, after_step, batch_size_of, on_progress)
+        _select_epoch(run, progress, epoch, evaluate, save_best)
+        progress.epoch = epoch + 1
         if dist_info.is_main:
-            with atomic_output(state_path) as tmp:
-                torch.save({
-                    "fingerprint": run_hash,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    "best_metrics": best_metrics,
-                    "history": history,
-                    "config": asdict(config),
-                }, tmp)
+            _save_state(run, progress)
         barrier()
+    return TrainResult(progress.best_epoch, progress.best_metrics, progress.history,
+                       progress.step, resumed_from)
 
-    return TrainResult(best_epoch, best_metrics, history, step, resumed_from)
+
+def _restore(run: _Run) -> _Progress:
+    """Progress of an interrupted run with the same fingerprint, or a fresh, seeded start."""
+    state_path = run.work_dir / STATE_FILE
+    if not state_path.exists():
+        seed_everything(run.config.seed + run.dist_info.rank)
+        if run.dist_info.is_main:
+            for name in (TRAIN_LOG, VAL_LOG):
+                (run.work_dir / name).unlink(missing_ok=True)
+        return _Progress()
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint_hash(run.config.fingerprint):
+        raise _refuse_resume(run.work_dir, state, run.config)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    progress = _Progress(state["epoch"], state["step"], state["best_metric"],
+                         state["best_epoch"], state["best_metrics"], state["history"])
+    if run.dist_info.is_main:
+        _truncate_tsv(run.work_dir / TRAIN_LOG, lambda row: int(row["step"]) <= progress.step)
+        _truncate_tsv(run.work_dir / VAL_LOG, lambda row: int(row["epoch"]) < progress.epoch)
+    return progress
+
+
+def _train_epoch(run: _Run, epoch: int, step: int, batches: Iterable[Any],
+                 step_fn: Callable[[nn.Module, Any], Mapping[str, torch.Tensor]],
+                 after_step: Callable[[], None] | None,
+                 batch_size_of: Callable[[Any], int] | None,
+                 on_progress: Callable[[int], None] | None) -> int:
+    """One epoch of optimiser steps with logging; returns the global step count after it.
+
+    No host-device sync inside a step: loss parts are summed on the device (float64, so the
+    logged means equal the former Python-float sums exactly) and the finiteness flags are checked
+    only at log steps and at the end of the epoch (_check_finite).
+    """
+    run.model.train()
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    timing = {"wait": 0.0, "compute": 0.0, "clips": 0}
+    running: dict[str, torch.Tensor] = {}
+    finite_flags: list[torch.Tensor] = []
+    n_running = 0
+    tick = time.perf_counter()
+    for batch in batches:
+        got_batch = time.perf_counter()
+        timing["wait"] += got_batch - tick
+        with autocast_context(run.device, run.config.amp):
+            parts = step_fn(run.step_model, batch)
+        loss = parts["total"]
+        finite_flags.append(torch.isfinite(loss.detach()))
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        if run.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, run.config.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if after_step is not None:
+            after_step()
+        step += 1
+        for key, value in parts.items():
+            value = value.detach().to(torch.float64)
+            running[key] = running[key] + value if key in running else value
+        n_running += 1
+        timing["clips"] += batch_size_of(batch) if batch_size_of else 0
+        tick = time.perf_counter()
+        timing["compute"] += tick - got_batch
+        if step % run.config.log_every == 0:
+            _check_finite(finite_flags, epoch, step)
+            if run.dist_info.is_main:
+                _log_step(run, epoch, step, running, n_running, timing)
+            running, n_running = {}, 0
+        if on_progress is not None:
+            on_progress(1)
+    _check_finite(finite_flags, epoch, step)
+    return step
+
+
+def _log_step(run: _Run, epoch: int, step: int, running: Mapping[str, torch.Tensor],
+              n_running: int, timing: Mapping[str, float]) -> None:
+    """One train_log.tsv row: mean loss parts since the last row, lr, throughput, data wait."""
+    elapsed = max(timing["wait"] + timing["compute"], 1e-9)
+    row: dict[str, Any] = {"step": step, "epoch": epoch,
+                           "lr": run.optimizer.param_groups[0]["lr"]}
+    row.update({k: float(v) / n_running for k, v in running.items()})
+    row["clips_per_s"] = timing["clips"] * run.dist_info.world_size / elapsed
+    row["data_wait_fraction"] = timing["wait"] / elapsed
+    _append_tsv(run.work_dir / TRAIN_LOG, row)
+
+
+def _select_epoch(run: _Run, progress: _Progress, epoch: int,
+                  evaluate: Callable[[nn.Module, int], dict[str, float]] | None,
+                  save_best: Callable[[Path], None] | None) -> None:
+    """Validate (main rank) and keep the epoch if it is the best so far (or the last, when there
+    is no validation)."""
+    if not run.dist_info.is_main:
+        return
+    if evaluate is None:
+        if save_best is not None:
+            progress.best_epoch = epoch
+            save_best(run.work_dir / BEST_FILE)
+        return
+    run.model.eval()
+    with torch.no_grad():
+        metrics = evaluate(run.model, epoch)
+    progress.history.append({"epoch": epoch, **metrics})
+    _append_tsv(run.work_dir / VAL_LOG, {"epoch": epoch, **metrics})
+    score = metrics.get(run.config.select_metric, -float("inf"))
+    if score > progress.best_metric:
+        progress.best_metric, progress.best_epoch = score, epoch
+        progress.best_metrics = dict(metrics)
+        if save_best is not None:
+            save_best(run.work_dir / BEST_FILE)
+
+
+def _save_state(run: _Run, progress: _Progress) -> None:
+    """Everything a resume needs, written atomically after each epoch."""
+    with atomic_output(run.work_dir / STATE_FILE) as tmp:
+        torch.save({
+            "fingerprint": fingerprint_hash(run.config.fingerprint),
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "best_metric": progress.best_metric,
+            "best_epoch": progress.best_epoch,
+            "best_metrics": progress.best_metrics,
+            "history": progress.history,
+            "config": asdict(run.config),
+        }, tmp)

@@ -1,4 +1,4 @@
-"""TeachCLIP training loss (SPEC §4): ground truth InfoNCE + coarse and fine distillation.
+"""TeachCLIP training loss (method §4): ground truth InfoNCE + coarse and fine distillation.
 
 Every function takes the global-batch matrices (in DDP the caller all-gathers features first) and
 returns a scalar tensor. Arithmetic runs in ``float32`` at least (``float64`` stays ``float64`` so
@@ -36,7 +36,9 @@ class LossParts:
 class TeacherTargets:
     """One teacher's soft labels for the batch: ``logits`` [B,B] (rows = texts, λ-scaled, as the
     teacher scores them) and ``relevance`` [B,F] (frame relevance, already softmaxed over the
-    teacher's frames, padding frames 0)."""
+    frames of the cache's ``frame_mask``). Padded frames are 0 in a default cache but carry mass
+    in one scored with ``official_masking`` (the official teachers softmax over all F frames);
+    :func:`fine_loss` renormalises over the frames the student sees, so both train alike."""
 
     logits: torch.Tensor
     relevance: torch.Tensor
@@ -105,13 +107,31 @@ def coarse_loss(S: torch.Tensor, T: torch.Tensor, method: str = "pear") -> torch
         return total
 
 
+def seen_relevance(W: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """The teacher relevance restricted to the frames the student sees, renormalised per row.
+
+    Why: a cache scored with ``official_masking`` (an imported official teacher) softmaxes over all
+    F frames, padded ones included, so part of R's mass sits on frames where the student's AFA
+    weight is exactly 0 (our student masks padding). Those entries carry no gradient but would add
+    a constant ``R·(−log tiny)`` to the fine cross entropy. Frames with ``W > 0`` are the ones the
+    student sees; on them ``R / Σ R`` equals the softmax of the same relevance logits over the real
+    frames, i.e. what an own-masking cache stores. With every frame seen (full-length videos, the
+    golden vectors) this only divides by Σ R = 1. A row whose seen frames carry no mass stays 0.
+    """
+    r = torch.where(W > 0, R, torch.zeros_like(R))
+    total = r.sum(dim=1, keepdim=True)
+    return r / total.clamp_min(torch.finfo(r.dtype).tiny)
+
+
 def fine_loss(W: torch.Tensor, R: torch.Tensor, method: str = "ce") -> torch.Tensor:
     """Fine-grained distillation between student frame weights W and teacher relevance R ([B,F],
     both probabilities over frames; padding frames included in the means, as the official code).
 
-    ``ce``: mean over B·F of −R log W (W clamped at the smallest normal float so padding frames,
-    where both are 0, contribute exactly 0 instead of NaN). ``pear``: 1 − Pearson over frames,
-    averaged over rows. ``l1``: SmoothL1(W, R).
+    R is first restricted to the frames the student sees (:func:`seen_relevance`): padded frames
+    then carry 0 in both W and R, whatever the teacher cache's masking, and add nothing to any of
+    the three losses beyond their count in the means. ``ce``: mean over B·F of −R log W (W clamped
+    at the smallest normal float so those 0·log 0 entries are exactly 0 instead of NaN). ``pear``:
+    1 − Pearson over frames, averaged over rows. ``l1``: SmoothL1(W, R).
     """
     if method not in FINE_METHODS:
         raise ValueError(f"unknown fine method {method!r}; expected one of {FINE_METHODS}")
@@ -121,7 +141,8 @@ def fine_loss(W: torch.Tensor, R: torch.Tensor, method: str = "ce") -> torch.Ten
                 f"frame weights {tuple(W.shape)} and relevance {tuple(R.shape)} must both be [B,F]"
             )
         dtype = _compute_dtype(W)
-        w, r = W.to(dtype), R.to(dtype)
+        w = W.to(dtype)
+        r = seen_relevance(w, R.to(dtype))
         if method == "ce":
             tiny = torch.finfo(dtype).tiny
             return (-(r * torch.log(w.clamp_min(tiny)))).mean()
@@ -131,7 +152,7 @@ def fine_loss(W: torch.Tensor, R: torch.Tensor, method: str = "ce") -> torch.Ten
 
 
 def default_weights(coarse: str) -> tuple[float, float, float]:
-    """SPEC §4 weights (gt, coarse, fine): ``ce`` coarse uses 1/10/1, the others 0.2/1/2."""
+    """method §4 weights (gt, coarse, fine): ``ce`` coarse uses 1/10/1, the others 0.2/1/2."""
     return (1.0, 10.0, 1.0) if coarse == "ce" else (0.2, 1.0, 2.0)
 
 
@@ -146,12 +167,14 @@ def teachclip_loss(
 ) -> LossParts:
     """The full TeachCLIP objective for one (global) batch.
 
-    ``student_logits`` [B,B] are λ-scaled (rows = texts, diagonal = positives); β divides both the
-    student's and each teacher's logits for the distillation terms (L_gt uses the plain logits,
-    as the official code). With several teachers the per-teacher losses are averaged, never the
-    matrices. With no teacher this is the plain CLIP4Clip baseline: ``total = gt`` and coarse/fine
-    are 0 (the official code would divide by zero). ``weights`` overrides the SPEC (gt, coarse,
-    fine) weighting, which otherwise depends on the coarse method (:func:`default_weights`).
+    ``student_logits`` [B,B] are λ-scaled (rows = texts, diagonal = positives); β divides the
+    student's logits before every term that uses them, L_gt included, and each teacher's logits,
+    as the official training step does (``sim_matrix / beta`` comes first; golden-checked at
+    β ≠ 1 in ``tests/data/official_loss_beta.json``). With several teachers the per-teacher losses
+    are averaged, never the matrices. With no teacher this is the plain CLIP4Clip baseline:
+    ``total = gt`` and coarse/fine are 0 (the official code would divide by zero). ``weights``
+    overrides the method's (gt, coarse, fine) weighting, which otherwise depends on the coarse
+    method (:func:`default_weights`).
     """
     if coarse not in COARSE_METHODS:
         raise ValueError(f"unknown coarse method {coarse!r}; expected one of {COARSE_METHODS}")
@@ -159,7 +182,7 @@ def teachclip_loss(
         raise ValueError(f"unknown fine method {fine!r}; expected one of {FINE_METHODS}")
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    gt = symmetric_infonce(student_logits)
+    gt = symmetric_infonce(_prep(student_logits) / beta)
     zero = gt.new_zeros(())
     if not teachers:
         return LossParts(gt=gt, coarse=zero, fine=zero, total=gt)

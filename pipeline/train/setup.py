@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeline import __version__
+from pipeline.data.frames_store import check_resolution
 from pipeline.errors import InputError
 from pipeline.models.clip import ClipTowers, load_clip
 from pipeline.train.loop import seed_everything
@@ -60,14 +61,18 @@ def resume_fingerprint(config: Any, inputs: Mapping[str, Any] | None = None) -> 
 
 
 def seeded_towers(clip: str, seed: int, *, gradient_checkpointing: bool = False,
-                  freeze: bool = True) -> ClipTowers:
+                  freeze: bool = True, frames: Any = None) -> ClipTowers:
     """Seed every RNG, then load CLIP (frozen parts per method §6 when ``freeze``).
 
     Seeding comes first because new layers (AFA, heads, position tables) draw their initial
-    weights from the global RNG: an unseeded build made identical runs differ.
+    weights from the global RNG: an unseeded build made identical runs differ. ``frames`` (a
+    FramesReader) must match the CLIP's image size: refused here, before any training work.
     """
     seed_everything(seed)  # same on every rank (DDP also broadcasts rank 0's weights)
     towers = load_clip(clip, gradient_checkpointing=gradient_checkpointing, seed=seed)
+    if frames is not None:
+        check_resolution(frames.height, frames.width, towers.image_size,
+                         model=f"CLIP {clip!r}", file=getattr(frames, "path", None))
     if freeze:
         towers.freeze_per_spec()
     return towers

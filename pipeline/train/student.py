@@ -3,7 +3,7 @@
 Per batch: the student encodes this rank's captions and videos; features are all-gathered with
 gradients; the global B×B student logits and B×F AFA weights meet each teacher's cached B×B
 logits (read by caption row and the batch's video columns) and B×F relevance (softmaxed over the
-teacher's frames); ``pipeline.train.losses.teachclip_loss`` combines them per SPEC §4.
+teacher's frames); ``pipeline.train.losses.teachclip_loss`` combines them per method §4.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_with_grad
 from pipeline.eval.adapters import StudentRetriever
 from pipeline.models.checkpoint import save_model
-from pipeline.models.preprocess import check_frame_size, normalize_frames
+from pipeline.models.preprocess import normalize_frames
 from pipeline.models.student import Student, StudentConfig, student_logits
 from pipeline.models.teachers.base import masked_softmax
 from pipeline.models.tokenizer import ClipTokenizer
@@ -140,9 +140,8 @@ def train_student(
     ``caches`` are opened :class:`pipeline.cache.reader.TeacherCache` objects already checked
     for compatibility by the caller (F, L, ids, digests); none means the CLIP4Clip baseline.
     """
-    towers = seeded_towers(config.clip, config.seed,
+    towers = seeded_towers(config.clip, config.seed, frames=frames,
                            gradient_checkpointing=config.gradient_checkpointing)
-    check_frame_size(frames, towers.image_size, model=f"the CLIP {config.clip!r}")
     student = Student(towers, config.student).to(device)
     items, dropped = build_training_items(manifest, frames, ClipTokenizer.default(),
                                           config.max_words, caches)

@@ -2,7 +2,7 @@
 
 The teachers are dual encoders with a pairwise head, so under DDP each rank encodes its share,
 the per-item feature dicts are all-gathered with gradients, and the head scores the global
-batch. Validation R@K runs every epoch; the best epoch is kept (SPEC §3.1 training defaults).
+batch. Validation R@K runs every epoch; the best epoch is kept (method §3.1 training defaults).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, gather_no_grad, gather_with_grad
 from pipeline.eval.adapters import TeacherRetriever
 from pipeline.models.checkpoint import save_model
-from pipeline.models.preprocess import check_frame_size, normalize_frames
+from pipeline.models.preprocess import normalize_frames
 from pipeline.models.teachers import build_teacher
 from pipeline.models.teachers.base import Teacher
 from pipeline.models.tokenizer import ClipTokenizer
@@ -32,7 +32,7 @@ from pipeline.train.setup import OptimConfig, jsonable, seeded_towers
 
 @dataclass
 class TeacherTrainConfig:
-    """A teacher training run (defaults: X-CLIP's original recipe, SPEC §3.1)."""
+    """A teacher training run (defaults: X-CLIP's original recipe, method §3.1)."""
 
     kind: str = "xclip"
     clip: str = "tiny"
@@ -95,9 +95,8 @@ def train_teacher(
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[Teacher, TrainResult, dict[str, Any]]:
     """Fine-tune a teacher; ``work_dir/best.pt`` holds the best validation epoch."""
-    towers = seeded_towers(config.clip, config.seed,
+    towers = seeded_towers(config.clip, config.seed, frames=frames,
                            gradient_checkpointing=config.gradient_checkpointing)
-    check_frame_size(frames, towers.image_size, model=f"the CLIP {config.clip!r}")
     teacher = build_teacher(config.kind, towers, config.max_words, config.max_frames,
                             **config.options).to(device)
     items, dropped = build_training_items(manifest, frames, ClipTokenizer.default(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -32,6 +31,7 @@ from pipeline.data.importers.common import (
     read_json,
     video_directory,
 )
+from pipeline.errors import InputError
 
 SOURCES = (("train", "train_ids.json", "train.json"), ("test", "val_ids.json", "val_1.json"))
 DEFAULT_VAL_FRACTION = 0.05

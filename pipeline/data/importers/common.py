@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.errors import InputError
 from pipeline.data.manifest import CAPTION_COLUMNS, VIDEO_COLUMNS, Manifest
+from pipeline.errors import InputError
 
 SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ["file", "line", "id", "reason"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -28,6 +27,7 @@ from pipeline.data.importers.common import (
     read_json,
     video_directory,
 )
+from pipeline.errors import InputError
 
 SPLITS = ("train", "val", "test")
 # The official paragraph clip: annotations were capped at 30 s, the loader uses [0, 31].

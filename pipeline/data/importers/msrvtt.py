@@ -3,7 +3,7 @@
 Train captions: every JSON sentence whose video is listed in the train CSV, in JSON order (the
 official "expand" mode). Val/test captions: the CSV rows (``video_id``, ``sentence``) in file order,
 attached to their video **by id** (the official loader groups by a Python set, which is only right
-when rows are grouped with equal counts; see DATA_FORMATS "Known traps").
+when rows are grouped with equal counts; see artifacts §10.9).
 
 Caption ids are ``<video_id>#<n>``: for train, ``n`` is the index among that video's sentences in
 JSON order (counting every entry, so skipping a bad one does not renumber the rest); for val/test,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -35,6 +34,7 @@ from pipeline.data.importers.common import (
     read_json,
     video_directory,
 )
+from pipeline.errors import InputError
 
 # Official resolution order for MSR-VTT/VATEX files: <id>.mp4, then .avi, then the bare name.
 VIDEO_SUFFIXES = (".mp4", ".avi", "")
@@ -50,6 +50,110 @@ def _sentences(data: object, path: Path) -> tuple[list, set[str] | None]:
     if isinstance(data.get("videos"), list):
         known = {v.get("video_id") for v in data["videos"] if isinstance(v, dict)}
     return data["sentences"], known
+
+
+class _Splits:
+    """Which split each video belongs to, where it was listed, in listing order.
+
+    Why a class: three files (test, val, train CSV) claim videos, and every claim must check the
+    same rules (no video in two splits, every video known to the JSON) with the same messages.
+    """
+
+    def __init__(self, issues: Issues, known: set[str] | None, json_path: Path) -> None:
+        self.issues, self.known, self.json_path = issues, known, json_path
+        self.split_of: dict[str, str] = {}
+        self.sources: dict[str, tuple[Path, int | None]] = {}
+        self.order: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+
+    def claim(self, video_id: str, split: str, path: Path, line: int) -> bool:
+        """Register a video for a split; report one listed in two split files."""
+        if video_id in self.split_of:
+            if self.split_of[video_id] == split:
+                return True
+            other, other_line = self.sources[video_id]
+            self.issues.report(f"video is also in split {self.split_of[video_id]!r} "
+                               f"({other}:{other_line}); splits must not overlap",
+                               file=path, line=line, item_id=video_id)
+            return False
+        if self.known is not None and video_id not in self.known:
+            self.issues.report(f"video is not among the videos of {self.json_path.name}",
+                               file=path, line=line, item_id=video_id)
+            return False
+        self.split_of[video_id] = split
+        self.sources[video_id] = (path, line)
+        self.order[split].append(video_id)
+        return True
+
+
+def _eval_captions(ann: Path, split: str, name: str, splits: _Splits,
+                   issues: Issues) -> list[CaptionEntry]:
+    """A val/test CSV: one row per caption, attached to its video by id (``<video>#<n>``)."""
+    path = in_dir(ann, name)
+    counts: dict[str, int] = {}
+    captions = []
+    for line, row in read_csv(path, issues, ["video_id", "sentence"]):
+        video_id = row["video_id"].strip()
+        if not splits.claim(video_id, split, path, line):
+            continue
+        n = counts.get(video_id, 0)
+        counts[video_id] = n + 1
+        caption_id = f"{video_id}#{n}"
+        text = caption_text(row["sentence"], issues, file=path, line=line, item_id=caption_id)
+        if text is not None:
+            captions.append(CaptionEntry(caption_id, video_id, text))
+    return captions
+
+
+def _claim_train(ann: Path, train_csv: str, splits: _Splits, issues: Issues) -> None:
+    """The train CSV lists video ids only (their captions come from the JSON)."""
+    train_path = in_dir(ann, train_csv)
+    seen_train: dict[str, int] = {}
+    for line, row in read_csv(train_path, issues, ["video_id"]):
+        video_id = row["video_id"].strip()
+        if video_id in seen_train:
+            issues.report(f"duplicate id (first on line {seen_train[video_id]})",
+                          file=train_path, line=line, item_id=video_id)
+            continue
+        seen_train[video_id] = line
+        splits.claim(video_id, "train", train_path, line)
+
+
+def _video_entries(vdir: Path, splits: _Splits, issues: Issues) -> list[VideoEntry]:
+    """Every claimed video with its file (official order: .mp4, .avi, bare name)."""
+    videos: list[VideoEntry] = []
+    for split in ("train", "val", "test"):
+        for video_id in splits.order[split]:
+            path = find_by_candidates(vdir, video_id, VIDEO_SUFFIXES)
+            if path is None:
+                file, line = splits.sources[video_id]
+                issues.report(f"video file not found in {vdir} (tried .mp4, .avi, bare name)",
+                              file=file, line=line, item_id=video_id)
+                continue
+            videos.append(VideoEntry(video_id, path, split))
+    return videos
+
+
+def _train_captions(sentences: list, json_path: Path, splits: _Splits,
+                    issues: Issues) -> list[CaptionEntry]:
+    """Every JSON sentence of a train video, in JSON order (the official "expand" mode)."""
+    captions: list[CaptionEntry] = []
+    counts: dict[str, int] = {}
+    for index, entry in enumerate(sentences):
+        if not isinstance(entry, dict) or not isinstance(entry.get("video_id"), str):
+            issues.report("sentence entry lacks a string video_id", file=json_path,
+                          item_id=f"sentences[{index}]")
+            continue
+        video_id = entry["video_id"]
+        n = counts.get(video_id, 0)
+        counts[video_id] = n + 1
+        if splits.split_of.get(video_id) != "train":
+            continue
+        caption_id = f"{video_id}#{n}"
+        text = caption_text(entry.get("caption"), issues, file=json_path, line=None,
+                            item_id=caption_id)
+        if text is not None:
+            captions.append(CaptionEntry(caption_id, video_id, text))
+    return captions
 
 
 def import_msrvtt_like(
@@ -73,90 +177,17 @@ def import_msrvtt_like(
     if val_csv and val_fraction:
         raise InputError("--val-fraction cannot be combined with a val CSV (val already given)")
     fraction = (0.0 if val_csv else DEFAULT_VAL_FRACTION) if val_fraction is None else val_fraction
-
-    split_of: dict[str, str] = {}
-    sources: dict[str, tuple[Path, int | None]] = {}
-    order: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    csv_captions: dict[str, list[CaptionEntry]] = {"val": [], "test": []}
-
-    def claim(video_id: str, split: str, path: Path, line: int) -> bool:
-        """Register a video for a split; report one listed in two split files."""
-        if video_id in split_of:
-            if split_of[video_id] == split:
-                return True
-            other, other_line = sources[video_id]
-            issues.report(f"video is also in split {split_of[video_id]!r} "
-                          f"({other}:{other_line}); splits must not overlap",
-                          file=path, line=line, item_id=video_id)
-            return False
-        if known is not None and video_id not in known:
-            issues.report(f"video is not among the videos of {json_path.name}", file=path,
-                          line=line, item_id=video_id)
-            return False
-        split_of[video_id] = split
-        sources[video_id] = (path, line)
-        order[split].append(video_id)
-        return True
-
+    splits = _Splits(issues, known, json_path)
     # Highest priority first, so --skip-bad drops an overlapping video from train, never test.
-    for split, name in (("test", test_csv), ("val", val_csv)):
-        if not name:
-            continue
-        path = in_dir(ann, name)
-        counts: dict[str, int] = {}
-        for line, row in read_csv(path, issues, ["video_id", "sentence"]):
-            video_id = row["video_id"].strip()
-            if not claim(video_id, split, path, line):
-                continue
-            n = counts.get(video_id, 0)
-            counts[video_id] = n + 1
-            caption_id = f"{video_id}#{n}"
-            text = caption_text(row["sentence"], issues, file=path, line=line, item_id=caption_id)
-            if text is not None:
-                csv_captions[split].append(CaptionEntry(caption_id, video_id, text))
-
-    train_path = in_dir(ann, train_csv)
-    seen_train: dict[str, int] = {}
-    for line, row in read_csv(train_path, issues, ["video_id"]):
-        video_id = row["video_id"].strip()
-        if video_id in seen_train:
-            issues.report(f"duplicate id (first on line {seen_train[video_id]})",
-                          file=train_path, line=line, item_id=video_id)
-            continue
-        seen_train[video_id] = line
-        claim(video_id, "train", train_path, line)
-
-    videos: list[VideoEntry] = []
-    for split in ("train", "val", "test"):
-        for video_id in order[split]:
-            path = find_by_candidates(vdir, video_id, VIDEO_SUFFIXES)
-            if path is None:
-                file, line = sources[video_id]
-                issues.report(f"video file not found in {vdir} (tried .mp4, .avi, bare name)",
-                              file=file, line=line, item_id=video_id)
-                continue
-            videos.append(VideoEntry(video_id, path, split))
-
-    train_captions: list[CaptionEntry] = []
-    counts = {}
-    for index, entry in enumerate(sentences):
-        if not isinstance(entry, dict) or not isinstance(entry.get("video_id"), str):
-            issues.report("sentence entry lacks a string video_id", file=json_path,
-                          item_id=f"sentences[{index}]")
-            continue
-        video_id = entry["video_id"]
-        n = counts.get(video_id, 0)
-        counts[video_id] = n + 1
-        if split_of.get(video_id) != "train":
-            continue
-        caption_id = f"{video_id}#{n}"
-        text = caption_text(entry.get("caption"), issues, file=json_path, line=None,
-                            item_id=caption_id)
-        if text is not None:
-            train_captions.append(CaptionEntry(caption_id, video_id, text))
-
-    captions = train_captions + csv_captions["val"] + csv_captions["test"]
-    videos = drop_captionless(videos, captions, issues, sources)
+    eval_captions = [c for split, name in (("test", test_csv), ("val", val_csv)) if name
+                     for c in _eval_captions(ann, split, name, splits, issues)]
+    _claim_train(ann, train_csv, splits, issues)
+    videos = _video_entries(vdir, splits, issues)
+    train = _train_captions(sentences, json_path, splits, issues)
+    val = [c for c in eval_captions if splits.split_of[c.video_id] == "val"]
+    test = [c for c in eval_captions if splits.split_of[c.video_id] == "test"]
+    captions = train + val + test
+    videos = drop_captionless(videos, captions, issues, splits.sources)
     videos = hold_out_val(videos, fraction)
     return build_result(videos, captions, issues)
 

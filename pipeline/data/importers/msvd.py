@@ -14,7 +14,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -30,6 +29,7 @@ from pipeline.data.importers.common import (
     require_file,
     video_directory,
 )
+from pipeline.errors import InputError
 
 SPLIT_FILES = (("train", "train_list.txt"), ("val", "val_list.txt"), ("test", "test_list.txt"))
 

@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -32,6 +31,7 @@ from pipeline.data.importers.common import (
     require_file,
 )
 from pipeline.data.manifest import SPLITS
+from pipeline.errors import InputError
 
 REQUIRED = ("video_id", "path", "split", "text")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.data.importers.common import (
     CaptionEntry,
     ImportResult,
@@ -31,6 +30,7 @@ from pipeline.data.importers.common import (
     video_directory,
 )
 from pipeline.data.manifest import SPLITS
+from pipeline.errors import InputError
 
 VIDEO_SUFFIXES = ("", ".mp4", ".avi")
 DIDEMO_CLIP = (0.0, 31.0)

@@ -1,4 +1,4 @@
-"""The interface every teacher implements (ARCHITECTURE.md "Models", SPEC §3).
+"""The interface every teacher implements (ARCHITECTURE.md "Models", method §3).
 
 Why split scoring into per-text features, per-video features and a pairwise ``score``: every
 teacher score is a function of one (text, video) pair, so the scoring stage encodes each text and

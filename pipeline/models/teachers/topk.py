@@ -13,6 +13,10 @@ Noise policy (a deliberate, documented choice):
   selection has the same distribution either way.)
 - ``train()``: independent noise per row, as the official code, from a ``torch.Generator`` seeded
   with ``seed`` on first use, so a training run is reproducible from its seed.
+- ``sigma = 0`` (accepted by the official code): no noise at all, the selection is the hard top-k
+  (sorted by patch index) in train and eval mode alike, and the seed is irrelevant. Its gradient
+  is 0, the derivative of a piecewise-constant selection (the official estimator divides by σ and
+  gives inf/NaN there), so a scorer trained with σ = 0 does not learn.
 """
 
 from __future__ import annotations
@@ -71,6 +75,30 @@ class _PerturbedTopKFunction(torch.autograd.Function):
         return grad, None, None, None
 
 
+def _sorted_topk_onehot(scores: Tensor, k: int) -> Tensor:
+    """Hard top-k of ``scores`` [N,P] as one-hots [N,k,P], slots ordered by patch index."""
+    indices = torch.sort(torch.topk(scores, k=k, dim=-1, sorted=False).indices, dim=-1).values
+    out = torch.zeros(*indices.shape, scores.shape[-1], dtype=scores.dtype, device=scores.device)
+    return out.scatter_(2, indices.unsqueeze(-1), 1.0)
+
+
+class _HardTopKFunction(torch.autograd.Function):
+    """σ = 0: the noiseless selection, with the zero gradient of a piecewise-constant function
+    (explicit, so the scorer still receives a finite gradient and DDP sees it used)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, scores: Tensor, k: int
+    ) -> Tensor:
+        return _sorted_topk_onehot(scores, k)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
+    ) -> tuple[Tensor, None]:
+        return grad_output.new_zeros(grad_output.shape[0], grad_output.shape[2]), None
+
+
 class PerturbedTopK(nn.Module):
     """Soft top-k selection ``[N,P] -> [N,k,P]``; every row of the output sums to 1.
 
@@ -82,8 +110,11 @@ class PerturbedTopK(nn.Module):
         self, k: int = 3, num_samples: int = 500, sigma: float = 0.05, seed: int = 0
     ) -> None:
         super().__init__()
-        if k < 1 or num_samples < 1 or sigma <= 0:
-            raise ValueError("PerturbedTopK needs k >= 1, num_samples >= 1 and sigma > 0")
+        if k < 1 or num_samples < 1 or not sigma >= 0:
+            raise ValueError(
+                f"PerturbedTopK needs k >= 1, num_samples >= 1 and sigma >= 0 (0 = deterministic "
+                f"top-k), got k={k}, num_samples={num_samples}, sigma={sigma}"
+            )
         self.k = k
         self.num_samples = num_samples
         self.sigma = sigma
@@ -126,6 +157,8 @@ class PerturbedTopK(nn.Module):
         n, p = scores.shape
         if self.k > p:
             raise ValueError(f"cannot select {self.k} of {p} patches")
+        if self.sigma == 0:
+            return _HardTopKFunction.apply(scores, self.k)
         if self.training:
             noise = self._fresh_noise(n, p, scores)
         else:

@@ -1,4 +1,4 @@
-"""X-CLIP teacher: cross-grained similarity (SPEC §3.1, notes/teachers.md §1).
+"""X-CLIP teacher: cross-grained similarity (method §3.1, teachers §1).
 
 The score of one (text, video) pair mixes four terms (sentence–video, video–word, sentence–frame,
 frame–word) with temperature-0.01 softmaxes and eight identity-initialised "re-mix" matrices.
@@ -46,7 +46,7 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean_normalized(y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``normalise(Σ_f m_f ŷ_f / max(1, Σ_f m_f))``: the video-level feature v̄ (notes §1.3)."""
+    """``normalise(Σ_f m_f ŷ_f / max(1, Σ_f m_f))``: the video-level feature v̄ (teachers §1.3)."""
     y_hat = _normalize(y)
     if mask is None:
         mask = torch.ones(y.shape[:2], dtype=y.dtype, device=y.device)
@@ -189,7 +189,7 @@ class XClipHead(nn.Module):
 
 
 class XClipTeacher(Teacher):
-    """X-CLIP = CLIP + seqTransf + ``XClipHead`` (SPEC §3.1).
+    """X-CLIP = CLIP + seqTransf + ``XClipHead`` (method §3.1).
 
     Features: text → ``sentence`` ŝ [N,D], ``words`` ŵ [N,L,D], ``word_mask`` [N,L]; video →
     ``video`` v̄ [N,D] (seqTransf, masked mean), ``frames`` f̂ [N,F,D] (pre-temporal CLIP frames),

@@ -1,4 +1,4 @@
-"""X-Pool teacher (SPEC §3.3, notes/teachers.md §3): text-conditioned pooling of frame features.
+"""X-Pool teacher (method §3.3, teachers §3): text-conditioned pooling of frame features.
 
 Per text ``t`` (raw EOT feature) and video frames ``x_f``: a shared LN₁, single-head cross
 attention ``a_f = softmax_f(k_f·q/τ)`` (τ = √D), ``o = W_o Σ a_f val_f + b_o``,
@@ -7,7 +7,7 @@ attention ``a_f = softmax_f(k_f·q/τ)`` (τ = √D), ``o = W_o Σ a_f val_f + b
 Differences from the official code, on purpose:
 - any F (official: hard-coded 12) and padded frames get no attention (official: no masks; the
   ``official_masking`` switch restores that);
-- scoring uses the exact O(F·D)-per-pair reduction of notes §3.6 (``reduced=True``): because
+- scoring uses the exact O(F·D)-per-pair reduction of teachers §3.6 (``reduced=True``): because
   Σ a_f = 1, ``W_o`` and ``W_lin·diag(γ₂)`` are applied once per frame instead of once per pair,
   which removes the two D×D products per pair (20× fewer MACs for D=512, F=12). The direct form
   is kept (``pool_direct``) as the reference and for ``reduced=False``.
@@ -82,7 +82,7 @@ def pool_direct(pool: PoolFrames, attn: Tensor, values: Tensor) -> Tensor:
 
 
 def pool_reduced(pool: PoolFrames, attn: Tensor, values: Tensor, lin_values: Tensor) -> Tensor:
-    """Same as :func:`pool_direct` with O(F·D) per pair (notes §3.6).
+    """Same as :func:`pool_direct` with O(F·D) per pair (teachers §3.6).
 
     ``lin_values`` = ``W_lin(γ₂ ⊙ u_f)`` per frame. With μ, s the LN₂ statistics of o:
     ``W_lin LN₂(o) = (Σ_f a_f W_lin(γ₂⊙u_f) + W_lin(γ₂⊙b_o) − μ·W_lin γ₂)/s + W_lin β₂``.
@@ -263,7 +263,7 @@ def import_official_xpool(
     vision_heads: int | None = None,
     **options: Any,
 ) -> XPoolTeacher:
-    """Importer for ``checkpoint.import_official("xpool", …)`` (notes §3.2).
+    """Importer for ``checkpoint.import_official("xpool", …)`` (teachers §3.2).
 
     The checkpoint stores CLIP in HF naming without its config; the config is inferred from the
     tensor shapes (HF → OpenAI names → ``openai_config``), so no hub download is needed.

@@ -1,0 +1,59 @@
+"""The optimiser options of the training commands (``teacher train``, ``student train``).
+
+Why one place: both commands build the same :class:`OptimConfig` from the same options; written
+twice, the help texts and defaults drifted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+
+from pipeline.train.setup import OptimConfig
+
+
+def optim_options(defaults: OptimConfig, *, afa: bool) -> Callable[[Any], Any]:
+    """Decorator adding --epochs … --grad-clip (and --afa-lr-multiplier when ``afa``)."""
+    options = [
+        click.option("--epochs", type=int, default=defaults.epochs, show_default=True,
+                     help="Passes over the training captions."),
+        click.option("--batch-size", type=int, default=defaults.batch_size, show_default=True,
+                     help="Global batch (split over torchrun processes)."),
+        click.option("--lr", type=float, default=defaults.lr, show_default=True,
+                     help="Peak learning rate of the new (non-CLIP) parameters."),
+        click.option("--coef-lr", type=float, default=defaults.coef_lr, show_default=True,
+                     help="CLIP lr = lr × coef-lr."),
+    ]
+    if afa:
+        options.append(click.option(
+            "--afa-lr-multiplier", type=float, default=defaults.afa_lr_multiplier,
+            show_default=True, help="AFA layers' lr = lr × this."))
+    options += [
+        click.option("--weight-decay", type=float, default=defaults.weight_decay,
+                     show_default=True,
+                     help="AdamW weight decay (not on biases, norms, embeddings, logit scale)."),
+        click.option("--warmup-fraction", type=float, default=defaults.warmup_fraction,
+                     show_default=True,
+                     help="Share of the steps with linear warm-up before the cosine decay."),
+        click.option("--grad-clip", type=float, default=defaults.grad_clip, show_default=True,
+                     help="Clip the gradient norm to this value (0 = off)."),
+    ]
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def optim_from(values: Mapping[str, Any]) -> OptimConfig:
+    """The OptimConfig of a training command's option values (no AFA option: multiplier 1)."""
+    return OptimConfig(
+        epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
+        coef_lr=values["coef_lr"], afa_lr_multiplier=values.get("afa_lr_multiplier", 1.0),
+        weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
+        grad_clip=values["grad_clip"],
+    )
