@@ -84,9 +84,12 @@ def check_frames_fit(loaded: LoadedModel, frames: Any) -> None:
     check_resolution(frames.height, frames.width, loaded.image_size,
                      model=f"the model {loaded.path}", file=getattr(frames, "path", None))
     if loaded.max_frames is not None and frames.max_frames != loaded.max_frames:
+        path = getattr(frames, "path", None)
         raise MismatchError(f"max_frames (F) of {loaded.kind} teacher vs frames.h5",
-                            loaded.max_frames, frames.max_frames,
-                            file=getattr(frames, "path", None))
+                            loaded.max_frames, frames.max_frames, file=path,
+                            expected_in=f"the teacher {loaded.path}",
+                            found_in=str(path or "the frames"),
+                            fix=f"use frames extracted with --max-frames {loaded.max_frames}")
 
 
 class DroppedCaptionsWarning(TeachclipWarning):
