@@ -228,3 +228,15 @@ def test_version_1_frames_readable_and_whole_file_digest_checked(synth: dict,
         warnings.simplefilter("ignore", UncheckedFileWarning)
         problems = verify_frames(path)
     assert any("content_digest differs" in p for p in problems)
+
+
+def test_flipped_byte_in_an_embeddings_index(tmp_path: Path) -> None:
+    from pipeline.retrieval.index import read_index, write_index
+
+    path = tmp_path / "embeddings.h5"
+    rng = np.random.default_rng(0)
+    write_index(path, [f"v{i}" for i in range(50)], rng.normal(size=(50, 16)), attrs={})
+    assert read_index(path).embeddings.shape == (50, 16)
+    flip_byte(path, "video_emb", 0)
+    with pytest.raises(DataIntegrityError, match="dataset 'video_emb' is damaged.*rebuild"):
+        read_index(path)
