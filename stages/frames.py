@@ -1,13 +1,22 @@
-"""``teachclip frames``: decode every manifest video once into frames.h5 (resumable)."""
+"""``teachclip frames``: decode every manifest video once into frames.h5 (resumable);
+``teachclip frames verify PATH``: re-check a frames file from its data.
+
+``frames`` stays a plain command (params files, dvc.yaml and help see just the stage) that hands
+a first argument ``verify`` to the verify command (:class:`StageWithVerify`).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from pipeline.data.frames_build import FramesConfig, build_frames
+from pipeline.data.frames_verify import verify_frames
 from pipeline.data.manifest import SPLITS, Manifest
 from stages.groups import main
 from stages.options import honor_sar_option, policy_option
@@ -15,7 +24,23 @@ from stages.options import honor_sar_option, policy_option
 _DEFAULTS = FramesConfig()
 
 
-@main.command("frames")
+class StageWithVerify(click.Command):
+    """A stage command that also answers ``<stage> verify ARGS``: the first argument ``verify``
+    makes the context of :attr:`verify` instead, which the group then invokes."""
+
+    verify: click.Command | None = None
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        if self.verify is not None and args and args[0] == self.verify.name:
+            return self.verify.make_context(f"{info_name} {self.verify.name}", args[1:],
+                                            parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@main.command("frames", cls=StageWithVerify,
+              epilog="`teachclip frames verify PATH` re-reads a finished frames.h5 through its "
+                     "checksums and digests.")
 @click.option("--manifest", "manifest_dir", type=click.Path(file_okay=False), required=True,
               help="Manifest directory (videos.csv, captions.csv).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="frames.h5 path.")
@@ -51,9 +76,32 @@ def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int,
         report = build_frames(manifest, out, config, splits=chosen, workers=workers,
                               max_failed_fraction=max_failed_fraction, on_progress=bar.update)
     elapsed = time.perf_counter() - started
+    if report.discarded_tmp:
+        click.echo(f"note: restarted {report.path}.tmp from scratch: the earlier one was "
+                   f"{report.discarded_tmp}", err=True)
     for video_id, reason in report.failures:
         click.echo(f"failed: {video_id}: {reason}", err=True)
     click.echo(f"wrote {report.path}: {report.n_ok}/{report.n_videos} videos "
                f"({report.n_resumed} resumed, {report.n_decoded_now} decoded now, "
                f"{len(report.failures)} failed) in {elapsed:.1f} s; "
                f"content_digest {report.content_digest[:16]}")
+
+
+@click.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def verify_cmd(path: Path) -> None:
+    """Re-read every video of the frames file PATH through its checksums and digests.
+
+    Exits with status 1 and lists every damaged video when anything is wrong.
+    """
+    with tqdm(desc="verify", unit="video") as bar:
+        problems = verify_frames(path, on_progress=bar.update)
+    if problems:
+        click.echo(f"Error: {path}: {len(problems)} problem(s):", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK ({bar.n} videos re-read and matched their digests)")
+
+
+frames.verify = verify_cmd

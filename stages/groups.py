@@ -7,23 +7,63 @@ stay short and every value lives in params.yaml, while an explicit CLI option st
 
 from __future__ import annotations
 
+import errno
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+from tqdm import tqdm
 
-from pipeline.errors import TeachclipError
+from pipeline.errors import TeachclipError, TeachclipWarning
 from stages.params import defaults_for, load_params, paths_of
 
 
+def os_error_line(exc: OSError) -> str:
+    """``file: reason (ERRNO)`` for an I/O error no library code anticipated."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    reason = (exc.strerror or str(exc)) + (f" ({name})" if name else "")
+    target = exc.filename if exc.filename is not None else ""
+    return f"{target}: {reason}" if target else reason
+
+
+@contextmanager
+def warning_lines() -> Iterator[None]:
+    """Show TeachclipWarnings as one ``Warning: ...`` line each (no source location: the cause
+    is in the user's data or settings, not in our code); other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+        if issubclass(category, TeachclipWarning):
+            tqdm.write(f"Warning: {message}", file=sys.stderr)  # on its own line under a bar
+        else:
+            shown(message, category, *args, **kw)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", TeachclipWarning)
+        warnings.showwarning = show
+        yield
+
+
 class TeachclipGroup(click.Group):
-    """A group that turns library errors into a clean one-line message and exit status 1."""
+    """A group that turns library errors into a clean one-line message and exit status 1.
+
+    An ``OSError`` that escaped the library (a full disk under torch.save, an unwritable output
+    directory) is an I/O problem of the machine, not a bug: it also becomes one ``Error:`` line
+    naming the file and the reason.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warning_lines():
+                return super().invoke(ctx)
         except TeachclipError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
             sys.exit(1)
 
 

@@ -28,7 +28,8 @@ from stages.options import DEVICE_OPTION, MODEL_OPTION, resolve_device
 @MODEL_OPTION
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Number of videos to return.")
-@click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True,
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS,
+              show_default=True,
               help="Index rows scored per block (bounds memory for large indexes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
 @click.option("--sheet", default=None, type=click.Path(dir_okay=False),

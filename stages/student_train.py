@@ -170,9 +170,11 @@ def train(ctx: click.Context, **values: Any) -> None:
         role = result.summary["role"]
         resumed = (f", resumed from epoch {result.resumed_from_epoch}"
                    if result.resumed_from_epoch else "")
+        best = (f"best epoch {result.best_epoch}: {json.dumps(_short(result.best_metrics))}"
+                if result.best_metrics else
+                f"last epoch {result.best_epoch} kept (no validation split)")
         click.echo(f"wrote {result.out_dir} ({role}, {len(values['cache'])} teacher cache(s), "
-                   f"{result.summary['train_captions']} train captions{resumed}); best epoch "
-                   f"{result.best_epoch}: {json.dumps(_short(result.best_metrics))}")
+                   f"{result.summary['train_captions']} train captions{resumed}); {best}")
 
 
 def _short(metrics: dict[str, float]) -> dict[str, float]:

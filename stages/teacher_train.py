@@ -133,6 +133,7 @@ def train(ctx: click.Context, **values: Any) -> None:
                    if s["resumed_from_epoch"] else "")
         best = {k: round(v, 2) for k, v in s["best_metrics"].items()
                 if k in ("R1", "R5", "R10", "MedianR", "MeanR")}
+        chosen = (f"best epoch {s['best_epoch']}: {json.dumps(best)}" if best else
+                  f"last epoch {s['best_epoch']} kept (no validation split)")
         click.echo(f"wrote {run.out_dir} ({config.kind}, {s['train_captions']} train captions, "
-                   f"{s['steps']} steps{resumed}); best epoch {s['best_epoch']}: "
-                   f"{json.dumps(best)}")
+                   f"{s['steps']} steps{resumed}); {chosen}")

@@ -87,7 +87,8 @@ def test_write_read_roundtrip(tmp_path: Path, data: dict) -> None:
     with h5py.File(path, "r") as f:
         assert f["sim"].dtype == np.float16 and f["sim"].chunks[1] == N_V
         assert BLOCK % f["sim"].chunks[0] == 0
-        assert f.attrs["schema"] == "teachclip.teacher_cache" and f.attrs["schema_version"] == 1
+        assert f.attrs["schema"] == "teachclip.teacher_cache" and f.attrs["schema_version"] == 2
+        assert f["sim"].fletcher32 and f["relevance"].fletcher32 and f["frame_mask"].fletcher32
     # masked-out relevance stored as 0, masked-in as given
     stored = _arrays(path)["relevance"]
     np.testing.assert_array_equal(stored, np.where(data["mask"], data["rel"], 0))
@@ -301,9 +302,11 @@ def test_check_compatible(tmp_path: Path, data: dict) -> None:
 
 
 def test_chunk_shape_bounds() -> None:
+    """Checksummed chunks are read whole, so a random row must cost about one row's bytes."""
     rows, cols = chunk_shape(180_000, 9_000, 986)
-    assert cols == 9_000 and 986 % rows == 0
-    assert 256 << 10 <= rows * cols * 2 <= 4 << 20
+    assert (rows, cols) == (1, 9_000)  # MSR-VTT: one caption per chunk
+    rows, cols = chunk_shape(48_000, 1_200, 1024)
+    assert cols == 1_200 and 1024 % rows == 0 and 2 <= rows and rows * cols * 2 <= 16 << 10
     rows, cols = chunk_shape(10, 3_000_000, 10)
     assert rows == 1 and rows * cols * 2 <= 4 << 20
 

@@ -19,7 +19,9 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import tmp_path_for
+from pipeline.cache.integrity import cache_content_digest
 from pipeline.cache.schema import (
+    RESCORE,
     SCHEMA,
     SCHEMA_VERSION,
     SHARD_ATTRS,
@@ -29,8 +31,11 @@ from pipeline.cache.schema import (
     chunk_shape,
     write_small,
 )
-from pipeline.errors import InputError, MismatchError
+from pipeline.cache.writer import create_block_datasets
+from pipeline.diskguard import DiskGuard, close_after_failure, reason_of
+from pipeline.errors import InputError, MismatchError, WriteFailedError
 from pipeline.h5schema import open_checked, plain_attrs
+from pipeline.locks import acquire_tmp_lock
 
 
 def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
@@ -52,28 +57,42 @@ def merge_shards(shard_paths: Sequence[str | Path], final_path: str | Path, *,
     owner = _block_owners(infos)
     rel_names = [] if copy else _relative_sources(infos, final_path.parent.resolve())
     tmp = tmp_path_for(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = acquire_tmp_lock(tmp)
+    guard = DiskGuard(tmp)
+    out: h5py.File | None = None
     try:
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as out:
-            _write_merged(out, infos, common, owner, rel_names, copy, on_progress)
+        guard.acquire()
+        out = h5py.File(tmp, "w", libver=("v110", "latest"))
+        _write_merged(out, infos, common, owner, rel_names, copy, on_progress)
+        out.close()
+        os.replace(tmp, final_path)
+    except (OSError, RuntimeError) as exc:
+        close_after_failure(out, guard)
+        tmp.unlink(missing_ok=True)
+        raise WriteFailedError(f"{reason_of(exc)} while merging; the partial merged file was "
+                               "removed (the shards are kept): free space and rerun",
+                               file=tmp, kept=False) from None
     except BaseException:
-        if tmp.exists():
-            tmp.unlink()
+        close_after_failure(out, guard)
+        tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final_path)
+    finally:
+        guard.release()
+        lock.release()
     return final_path
 
 
 def _read_shard(path: Path) -> dict[str, Any]:
     """A shard's attributes, ids and progress flags (the big ``sim`` stays on disk)."""
     with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION,
-                      what="teacher cache shard") as handle:
+                      what="teacher cache shard", fix=RESCORE) as handle:
         return {
             "path": path, "attrs": plain_attrs(handle),
             "caption_ids": list(handle["caption_ids"].asstr()[:]),
             "video_ids": list(handle["video_ids"].asstr()[:]),
             "caption_video": handle["caption_video"][:],
             "rows_done": handle["rows_done"][:].astype(bool),
+            "block_digests": handle["block_digests"][:],
             "sim_shape": handle["sim"].shape,
             "max_frames": handle["relevance"].shape[1],
         }
@@ -139,16 +158,17 @@ def _write_merged(out: h5py.File, infos: Sequence[dict[str, Any]], common: dict[
     if not copy:
         out.attrs["vds_sources_json"] = json.dumps(list(rel_names))
     write_small(out, ref["caption_ids"], ref["video_ids"], ref["caption_video"])
-    rel_chunk = (min(n_c, block_rows), n_f)
-    out.create_dataset("relevance", shape=(n_c, n_f), dtype=np.float32,
-                       chunks=rel_chunk, fillvalue=np.float32(np.nan))
-    out.create_dataset("frame_mask", shape=(n_c, n_f), dtype=bool, chunks=rel_chunk)
-    out.create_dataset("rows_done", data=np.ones(len(owner), dtype=bool))
-    if copy:
-        out.create_dataset("sim", shape=(n_c, n_v), dtype=np.float16,
-                           chunks=chunk_shape(n_c, n_v, block_rows),
-                           fillvalue=np.float16(np.nan))
-    else:
+    create_block_datasets(out, n_c, n_v, n_f, block_rows, chunk_shape(n_c, n_v, block_rows),
+                          with_sim=copy)
+    out["rows_done"][:] = True
+    digests = np.zeros_like(ref["block_digests"])
+    for index, info in enumerate(infos):
+        mine = owner == index
+        digests[mine] = info["block_digests"][mine]
+    out["block_digests"][:] = digests
+    out.attrs["content_digest"] = cache_content_digest(
+        ref["caption_ids"], ref["video_ids"], ref["caption_video"], digests)
+    if not copy:
         layout = h5py.VirtualLayout(shape=(n_c, n_v), dtype=np.float16)
     for index, info in enumerate(infos):
         ranges = block_rows_ranges(np.flatnonzero(owner == index).tolist(), block_rows, n_c)

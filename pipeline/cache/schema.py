@@ -3,7 +3,7 @@
 Why a cache: the heavy teachers (X-CLIP, TS2-Net, X-Pool) are scored once, offline, and the
 student then trains against exact teacher logits for any batch composition without running them.
 
-Schema ``teachclip.teacher_cache`` version 1 (item axis first):
+Schema ``teachclip.teacher_cache`` version 2 (item axis first):
 
 =================  =====================  ====================================================
 dataset            dtype / shape          meaning
@@ -15,38 +15,35 @@ dataset            dtype / shape          meaning
 ``relevance``      float32 [Nc, F]        pre-softmax frame scores with the caption's own video
 ``frame_mask``     bool [Nc, F]           frames the relevance softmax runs over
 ``rows_done``      bool [n_blocks]        progress: which row blocks are written
+``block_digests``  uint8 [n_blocks, 3, 32] sha256 of each block's sim / relevance / frame_mask
 =================  =====================  ====================================================
 
 Attributes: ``schema``, ``schema_version``, ``teacher_kind``, ``checkpoint_sha256``,
 ``frames_digest``, ``manifest_digest``, ``max_words``, ``max_frames``, ``logit_scale``,
 ``official_masking``, ``relevance_temperature`` (1 = ``softmax(relevance)`` directly),
 ``package_version``, ``teacher_config_json``, ``block_rows``, ``layout`` (``single`` | ``shard`` |
-``virtual`` | ``merged``) and, in shard files, ``shard_rank``/``shard_world``/``shard_assignment``.
-Nothing time or host dependent, so DVC hashes are reproducible.
+``virtual`` | ``merged``), ``checksums`` (``fletcher32``), ``content_digest`` (not in shards;
+:mod:`pipeline.cache.integrity`) and, in shard files, ``shard_rank``/``shard_world``/
+``shard_assignment``. Nothing time or host dependent, so DVC hashes are reproducible.
+
+Integrity (version 2): every chunked dataset has HDF5's ``fletcher32`` per-chunk checksum, so a
+flipped byte fails the read of its chunk, and ``block_digests`` let ``teachclip cache verify``
+recompute the data's digests. Version 1 files (neither) stay readable with a warning.
 
 Chunking: ``sim`` chunks are ``(rows, min(Nv, 2M))`` with ``rows`` chosen so a chunk is about
-``chunk_bytes`` (1 MiB) and never above 4 MiB, and always dividing ``block_rows`` so a block write
-touches whole chunks only. ``sim`` and ``relevance`` have fill value NaN: rows never written read
-as NaN, so :func:`verify` catches them even if the progress flags were wrong.
+``SIM_CHUNK_BYTES`` (16 KiB: one row at MSR-VTT's 9k videos) and always dividing ``block_rows``.
+Why so small: with a checksum HDF5 must read and check a whole chunk to return any part of it,
+and a training batch reads ~120 random rows, so big chunks would multiply the bytes read per
+step (``bench/cache_chunks.py``). ``sim`` and ``relevance`` have fill value NaN: rows never
+written read as NaN, so verification catches them even if the progress flags were wrong.
 
-Resume: a writer keeps its progress in ``<final>.tmp`` (``rows_done`` is set only after the
-block's data is flushed). Re-opening resumes only if every attribute, id list and the block
-layout match; otherwise it raises :class:`MismatchError` (default) or, with
-``on_mismatch="restart"``, discards the stale tmp file. An unreadable tmp file (a writer killed
-mid-flush) holds nothing recoverable and is restarted.
-
-Distributed scoring: rank r of W writes a *shard* file (same schema, full-shape datasets, only its
-blocks written: ``strided`` = blocks r::W, or a ``contiguous`` range). Unwritten chunks occupy no
-disk space. :func:`merge_shards` builds the final file: small datasets are copied, ``sim`` is an
-HDF5 virtual dataset whose sources are the shards, referenced by paths *relative to the merged
-file's directory* (HDF5 resolves them there, so the output directory can move as a whole, e.g.
-through a DVC remote). ``copy=True`` writes a plain self-contained file instead.
+Resume, shards and merging: :mod:`pipeline.cache.writer` and :mod:`pipeline.cache.merge`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +52,21 @@ import h5py
 import numpy as np
 
 from pipeline import __version__
-from pipeline.errors import InputError, TeachclipError
+from pipeline.errors import DataIntegrityError, InputError
 
 SCHEMA = "teachclip.teacher_cache"
-SCHEMA_VERSION = 1
-DEFAULT_CHUNK_BYTES = 1 << 20
+SCHEMA_VERSION = 2
+#: Versions readers accept (1: written before checksums and block digests).
+READABLE_VERSIONS = (1, 2)
+SIM_CHUNK_BYTES = 16 << 10
+DEFAULT_CHUNK_BYTES = SIM_CHUNK_BYTES
 MAX_CHUNK_BYTES = 4 << 20
+#: What every chunked dataset of a version 2 cache gets.
+CHECKSUM = {"fletcher32": True}
+#: The datasets ``block_digests`` covers, in its second axis.
+DIGEST_DATASETS = ("sim", "relevance", "frame_mask")
+RESCORE = ("rescore the teacher (`teachclip teacher score`; a rerun resumes what is intact) or "
+           "fetch a good copy (e.g. `dvc pull`)")
 DEFAULT_BLOCK_ROWS = 1024
 ASSIGNMENTS = ("strided", "contiguous")
 # Rows × columns read at once while streaming ``sim`` for NaN checks and copies.
@@ -69,13 +75,15 @@ STREAM_ELEMENTS = 1 << 24
 ROW_DATASETS = ("caption_ids", "caption_video", "sim", "relevance", "frame_mask")
 REQUIRED_DATASETS = ("caption_ids", "video_ids", "caption_video", "sim", "relevance",
                      "frame_mask", "rows_done")
+#: Also required from version 2 on.
+V2_DATASETS = ("block_digests",)
 META_ATTRS = ("teacher_kind", "checkpoint_sha256", "frames_digest", "manifest_digest",
               "max_words", "max_frames", "logit_scale", "official_masking",
               "relevance_temperature", "package_version", "teacher_config_json")
 SHARD_ATTRS = ("shard_rank", "shard_world", "shard_assignment")
 
 
-class CacheIntegrityError(TeachclipError):
+class CacheIntegrityError(DataIntegrityError):
     """A cache (or a block handed to the writer) is incomplete, corrupt or holds NaN/inf."""
 
 
@@ -126,8 +134,9 @@ class CacheMeta:
 
 def chunk_shape(n_rows: int, n_cols: int, block_rows: int,
                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[int, int]:
-    """Chunk of the float16 ``sim`` matrix: about ``chunk_bytes``, at most 4 MiB, whole rows
-    unless a single row exceeds 4 MiB, and a row count that divides ``block_rows``."""
+    """Chunk of the float16 ``sim`` matrix: about ``chunk_bytes`` (at least one row), at most
+    4 MiB, whole rows unless a single row exceeds 4 MiB, and a row count that divides
+    ``block_rows``."""
     cols = max(1, min(n_cols, MAX_CHUNK_BYTES // 2))
     target = max(1, min(chunk_bytes, MAX_CHUNK_BYTES) // (2 * cols))
     target = min(target, block_rows, max(1, n_rows))
@@ -175,13 +184,13 @@ def check_ids(name: str, ids: Sequence[str]) -> list[str]:
     return ids
 
 
-
 def write_small(handle: h5py.File, caption_ids: Sequence[str], video_ids: Sequence[str],
                  caption_video: np.ndarray) -> None:
     string = h5py.string_dtype()
     handle.create_dataset("caption_ids", data=str_array(caption_ids), dtype=string)
     handle.create_dataset("video_ids", data=str_array(video_ids), dtype=string)
-    handle.create_dataset("caption_video", data=np.asarray(caption_video, dtype=np.int64))
+    handle.create_dataset("caption_video", data=np.asarray(caption_video, dtype=np.int64),
+                          **CHECKSUM)
 
 
 def block_rows_ranges(blocks: Sequence[int], block_rows: int, n_rows: int
@@ -195,39 +204,6 @@ def block_rows_ranges(blocks: Sequence[int], block_rows: int, n_rows: int
         else:
             ranges.append((start, stop))
     return ranges
-
-
-def scan_values(handle: h5py.File, blocks: Sequence[int], block_rows: int,
-                 on_progress: Callable[[int], None] | None = None) -> list[str]:
-    """NaN/inf in ``sim`` (streamed) and in masked-in ``relevance`` for the given blocks."""
-    problems: list[str] = []
-    sim, rel, mask = handle["sim"], handle["relevance"], handle["frame_mask"]
-    n_rows, n_cols = sim.shape
-    step = max(1, STREAM_ELEMENTS // max(1, n_cols))
-    if sim.chunks:
-        step = max(sim.chunks[0], step - step % sim.chunks[0])
-    bad_sim = bad_rel = 0
-    first_sim = first_rel = None
-    for start, stop in block_rows_ranges(blocks, block_rows, n_rows):
-        for s0 in range(start, stop, step):
-            s1 = min(s0 + step, stop)
-            finite = np.isfinite(sim[s0:s1]).all(axis=1)
-            if not finite.all():
-                bad_sim += int((~finite).sum())
-                first_sim = first_sim if first_sim is not None else s0 + int(np.argmin(finite))
-            if on_progress is not None:
-                on_progress(s1 - s0)
-        r, m = rel[start:stop], mask[start:stop].astype(bool)
-        finite = (np.isfinite(r) | ~m).all(axis=1)
-        if not finite.all():
-            bad_rel += int((~finite).sum())
-            first_rel = first_rel if first_rel is not None else start + int(np.argmin(finite))
-    if bad_sim:
-        problems.append(f"sim has NaN/inf in {bad_sim} row(s), first row {first_sim}")
-    if bad_rel:
-        problems.append(f"relevance has NaN/inf in {bad_rel} row(s), first row {first_rel}")
-    return problems
-
 
 
 def virtual_sources(handle: h5py.File, file_dir: Path) -> list[tuple[str, Path]]:

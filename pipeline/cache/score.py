@@ -34,6 +34,7 @@ from pipeline.cache.merge import merge_shards
 from pipeline.cache.schema import CacheMeta, shard_path
 from pipeline.cache.verify import verify as verify_problems
 from pipeline.cache.writer import TeacherCacheWriter
+from pipeline.data.frames_store import check_resolution
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import barrier
 from pipeline.errors import InputError, MismatchError
@@ -46,6 +47,7 @@ from pipeline.eval.evaluate import (
     evaluate_retrieval,
 )
 from pipeline.eval.metrics_file import write_metrics_files
+from pipeline.eval.model_eval import warn_dropped
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher, slice_features
 
 Autocast = Callable[[], Any]
@@ -100,9 +102,16 @@ def scoring_set(manifest: Manifest, frames: Any, split: str) -> EvalSet:
 
 
 def _check_frames(teacher: Teacher, frames: Any) -> None:
+    """Refuse frames the teacher cannot take: another F, another resolution."""
+    path = getattr(frames, "path", None)
     if int(frames.max_frames) != int(teacher.max_frames):
         raise MismatchError("frames per video (F)", int(teacher.max_frames),
-                            int(frames.max_frames), file=getattr(frames, "path", None))
+                            int(frames.max_frames), file=path, expected_in="the teacher",
+                            found_in=str(path or "the frames"),
+                            fix=f"extract frames with --max-frames {int(teacher.max_frames)}, "
+                                "or train the teacher on these frames")
+    check_resolution(frames.height, frames.width, int(teacher.clip.image_size),
+                     model=f"the {teacher.kind} teacher", file=path)
 
 
 def _score_block(teacher: Teacher, text: dict[str, torch.Tensor],
@@ -246,6 +255,7 @@ def teacher_test_metrics(
     teacher's row appears in the results table next to the students it taught."""
     _check_frames(teacher, frames)
     items = scoring_set(manifest, frames, split)
+    warn_dropped(items, split, getattr(frames, "path", None))
     teacher.eval()
     metrics = evaluate_retrieval(TeacherRetriever(teacher), frames, items, tokenizer,
                                  int(teacher.max_words), device, batch_size,

@@ -29,6 +29,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.eval.metrics_file import provenance_path
+from pipeline.locks import output_lock
 from pipeline.models.checkpoint import load_model, resolve_model_path
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
 from pipeline.models.tokenizer import ClipTokenizer
@@ -87,12 +88,23 @@ def run_teacher_score(
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
     tokenizer = ClipTokenizer.default()
     autocast = (lambda: autocast_context(device, amp)) if amp != "none" else None
-    result = score_teacher(
-        teacher, frames, manifest, out_path=work / CACHE_FILE, meta=meta, tokenizer=tokenizer,
-        device=device, split=split, batch_size=batch_size, block_rows=block_rows,
-        chunk_pairs=chunk_pairs, rank=dist_info.rank, world=dist_info.world_size,
-        autocast=autocast, on_mismatch="restart", on_start=on_start, on_progress=on_progress,
-    )
+    with output_lock(out, enabled=dist_info.is_main):
+        result = score_teacher(
+            teacher, frames, manifest, out_path=work / CACHE_FILE, meta=meta,
+            tokenizer=tokenizer, device=device, split=split, batch_size=batch_size,
+            block_rows=block_rows, chunk_pairs=chunk_pairs, rank=dist_info.rank,
+            world=dist_info.world_size, autocast=autocast, on_mismatch="restart",
+            on_start=on_start, on_progress=on_progress,
+        )
+        return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
+                       name, split, metrics_split, tokenizer, device, batch_size, autocast)
+
+
+def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
+            result: ScoreResult, frames: Any, manifest: Manifest, dist_info: DistInfo,
+            name: str | None, split: str, metrics_split: str, tokenizer: ClipTokenizer,
+            device: torch.device, batch_size: int, autocast: Any) -> TeacherScoreRun:
+    """Rank 0: the teacher's own metrics, summary.json, stale files out, publish ``out``."""
     metrics = None
     cache_bytes = 0
     if dist_info.is_main:
@@ -105,7 +117,10 @@ def run_teacher_score(
             write_metrics(work / METRICS_FILE, metrics)
         keep = {CACHE_FILE, METRICS_FILE, provenance_path(METRICS_FILE).name, SUMMARY_FILE}
         keep |= {p.name for p in shard_files(work / CACHE_FILE, dist_info.world_size)}
-        for stale in work.iterdir():  # e.g. shards of an earlier run with another world size
+        # Stale files, e.g. shards of an earlier run with another world size, and the lock files
+        # of the writers inside ``work`` (safe to delete: every writer there is done, and no one
+        # else can open one while this rank holds the lock of ``out`` itself).
+        for stale in work.iterdir():
             if stale.name not in keep:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         cache_bytes = sum(p.stat().st_size for p in work.iterdir() if p.suffix == ".h5")

@@ -1,4 +1,10 @@
-"""Checking a teacher cache end to end (``teachclip cache verify``) and summarising it."""
+"""Checking a teacher cache end to end (``teachclip cache verify``) and summarising it.
+
+Why recompute: an attribute compared with itself proves nothing, so verification streams the
+data through HDF5's per-chunk checksums, recomputes every block's digests and the file's
+``content_digest`` (:mod:`pipeline.cache.integrity`), and names the dataset, block and captions
+of anything that differs.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,20 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import sha256_file
+from pipeline.cache.integrity import cache_content_digest, scan_blocks
 from pipeline.cache.schema import (
     META_ATTRS,
+    READABLE_VERSIONS,
     REQUIRED_DATASETS,
+    RESCORE,
     SCHEMA,
-    SCHEMA_VERSION,
+    V2_DATASETS,
     block_rows_ranges,
     owned_blocks,
-    scan_values,
     virtual_sources,
 )
-from pipeline.h5schema import open_checked, plain_attrs, schema_problem
+from pipeline.errors import TeachclipError
+from pipeline.h5schema import open_checked, plain_attrs
 
 
 def verify(
@@ -45,22 +54,33 @@ def verify(
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
-        return [f"{path}: cannot open as HDF5 ({exc})"]
+        return [f"{path}: cannot open as HDF5 (truncated or damaged?) ({exc}); {RESCORE}"]
+    handle.close()
+    try:
+        handle = open_checked(path, schema=SCHEMA, version=READABLE_VERSIONS,
+                              what="teacher cache", fix=RESCORE)
+    except TeachclipError as exc:
+        return [str(exc)]
     with handle:
         attrs = plain_attrs(handle)
-        problem = schema_problem(attrs, SCHEMA, SCHEMA_VERSION)
-        if problem:
-            return [problem]
-        missing = [name for name in REQUIRED_DATASETS if name not in handle]
+        v2 = attrs["schema_version"] >= 2
+        missing = [name for name in REQUIRED_DATASETS + (V2_DATASETS if v2 else ())
+                   if name not in handle]
         if missing:
             return [f"missing dataset(s): {', '.join(missing)}"]
-        problems = [f"missing attribute {key!r}" for key in META_ATTRS + ("block_rows", "layout")
-                    if key not in attrs]
-        structure, n_blocks = _structure_problems(handle, attrs)  # n_blocks None: bad shapes
-        problems += structure + _id_problems(handle, path)
+        problems = [] if v2 else [
+            "written before checksums (teacher cache schema version 1): damage to its data "
+            f"cannot be detected; {RESCORE} to get a checkable cache"]
+        problems += [f"missing attribute {key!r}" for key in META_ATTRS + ("block_rows", "layout")
+                     if key not in attrs]
+        try:
+            structure, n_blocks = _structure_problems(handle, attrs)  # None: bad shapes
+            problems += structure + _id_problems(handle, path)
+        except OSError as exc:
+            return problems + [f"small datasets cannot be read ({exc}); {RESCORE}"]
         if n_blocks is not None:
             problems += _content_problems(handle, attrs, n_blocks, on_progress)
-    return problems + _provenance_problems(attrs, frames_digest, manifest_digest,
+    return problems + _provenance_problems(path, attrs, frames_digest, manifest_digest,
                                            checkpoint_path)
 
 
@@ -79,6 +99,8 @@ def _structure_problems(handle: h5py.File, attrs: dict[str, Any]
         problems.append(f"block_rows attribute is {attrs.get('block_rows')!r}")
     else:
         expected["rows_done"] = (n_blocks,)
+        if "block_digests" in handle:
+            expected["block_digests"] = (n_blocks, 3, 32)
     for name, shape in expected.items():
         if handle[name].shape != shape:
             problems.append(f"{name} has shape {handle[name].shape}, expected {shape} "
@@ -132,8 +154,12 @@ def _content_problems(handle: h5py.File, attrs: dict[str, Any], n_blocks: int,
         problems.append(f"{len(not_done)} of {len(blocks)} row block(s) not written, "
                         f"first block {not_done[0]}")
     scan = [b for b in blocks if done[b]]
-    problems.extend(scan_values(handle, scan, block_rows, on_progress))
-    mask = handle["frame_mask"][:].astype(bool)
+    problems.extend(scan_blocks(handle, scan, block_rows, on_progress=on_progress))
+    problems.extend(_digest_problem(handle, attrs, done))
+    try:
+        mask = handle["frame_mask"][:].astype(bool)
+    except OSError:
+        return problems  # the block scan above named the damaged rows
     n_c = handle["caption_ids"].shape[0]
     ranges = block_rows_ranges(scan, block_rows, n_c)
     rows = np.concatenate([np.arange(s, e) for s, e in ranges] or [[]]).astype(np.int64)
@@ -144,16 +170,36 @@ def _content_problems(handle: h5py.File, attrs: dict[str, Any], n_blocks: int,
     return problems
 
 
-def _provenance_problems(attrs: dict[str, Any], frames_digest: str | None,
+def _digest_problem(handle: h5py.File, attrs: dict[str, Any], done: np.ndarray) -> list[str]:
+    """``content_digest`` against the one recomputed from ids, caption_video and the blocks."""
+    if "block_digests" not in handle or attrs.get("layout") == "shard" or not done.all():
+        return []
+    try:
+        found = cache_content_digest(list(handle["caption_ids"].asstr()[:]),
+                                     list(handle["video_ids"].asstr()[:]),
+                                     handle["caption_video"][:], handle["block_digests"][:])
+    except OSError as exc:
+        return [f"ids or block digests cannot be read ({exc}); {RESCORE}"]
+    if found != attrs.get("content_digest"):
+        return ["content_digest does not match the ids and block digests stored in the file: "
+                f"its small datasets changed after scoring; {RESCORE}"]
+    return []
+
+
+def _provenance_problems(path: Path, attrs: dict[str, Any], frames_digest: str | None,
                          manifest_digest: str | None,
                          checkpoint_path: str | Path | None) -> list[str]:
-    """Digests recorded in the cache against the artifacts given (each named with its file)."""
+    """Digests recorded in the cache against the artifacts given: which file holds which value
+    and what to do."""
     problems = []
-    for what, given, stored in (("frames digest", frames_digest, attrs.get("frames_digest")),
-                                ("manifest digest", manifest_digest,
-                                 attrs.get("manifest_digest"))):
+    rescore = "or rescore the teacher on it (`teachclip teacher score`)"
+    for what, option, given, stored in (
+            ("frames digest", "--frames", frames_digest, attrs.get("frames_digest")),
+            ("manifest digest", "--manifest", manifest_digest, attrs.get("manifest_digest"))):
         if given is not None and given != stored:
-            problems.append(f"{what} mismatch: artifact has {given!r}, cache records {stored!r}")
+            problems.append(f"{what} mismatch: the {option} file has {given!r}, {path.name} was "
+                            f"scored on {stored!r}; pass the {option} file the cache was scored "
+                            f"from, {rescore}")
     if checkpoint_path is not None:
         checkpoint_path = Path(checkpoint_path)
         if not checkpoint_path.is_file():
@@ -161,8 +207,10 @@ def _provenance_problems(attrs: dict[str, Any], frames_digest: str | None,
         else:
             digest = sha256_file(checkpoint_path)
             if digest != attrs.get("checkpoint_sha256"):
-                problems.append(f"checkpoint sha256 mismatch: {checkpoint_path} has {digest!r}, "
-                                f"cache records {attrs.get('checkpoint_sha256')!r}")
+                problems.append(
+                    f"checkpoint sha256 mismatch: {checkpoint_path} has {digest!r}, {path.name} "
+                    f"was scored with {attrs.get('checkpoint_sha256')!r}; pass the checkpoint "
+                    "the cache was scored with, or rescore the teacher with this one")
     return problems
 
 
@@ -170,10 +218,11 @@ def info(path: str | Path) -> dict[str, Any]:
     """Summary of a cache: schema, provenance attributes, shapes, dtypes, chunking, layout,
     on-disk size (including virtual sources) and bytes per caption."""
     path = Path(path)
-    with open_checked(path, schema=SCHEMA, version=SCHEMA_VERSION, what="teacher cache") as handle:
+    with open_checked(path, schema=SCHEMA, version=READABLE_VERSIONS, what="teacher cache",
+                      fix=RESCORE) as handle:
         attrs = plain_attrs(handle)
         datasets = {}
-        for name in REQUIRED_DATASETS:
+        for name in REQUIRED_DATASETS + V2_DATASETS:
             if name in handle:
                 ds = handle[name]
                 datasets[name] = {"shape": list(ds.shape), "dtype": str(ds.dtype),

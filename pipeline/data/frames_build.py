@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import atomic_output
+from pipeline.atomic import tmp_path_for
 from pipeline.data.frames_store import FramesWriter
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.data.sampling import POLICIES, POLICY_RULES, SampledVideo, sample_video
@@ -56,6 +56,7 @@ class FramesReport:
     n_decoded_now: int  # decode attempts made by this run
     failures: list[tuple[str, str]] = field(default_factory=list)
     content_digest: str = ""
+    discarded_tmp: str = ""  # why an earlier run's tmp file was restarted ("" = none was)
 
 
 @dataclass(frozen=True)
@@ -150,30 +151,30 @@ def build_frames(
     if not tasks:
         raise InputError(f"no videos in splits {list(splits)}")
     attrs = frames_attrs(config, manifest.digest(), splits)
-    with atomic_output(out, keep_tmp_on_error=True) as tmp:
-        writer = FramesWriter.open(tmp, [t.video_id for t in tasks], max_frames=config.max_frames,
-                                   size=config.size, attrs=attrs, compression=config.compression)
-        with writer:
-            pending = writer.pending_rows()
-            n_resumed = len(tasks) - len(pending)
-            if on_progress is not None and n_resumed:
-                on_progress(n_resumed)
-            todo = [tasks[row] for row in pending]
-            _run(todo, config, writer, workers, on_progress)
-            failures = writer.failures()
-            if len(failures) > max_failed_fraction * len(tasks):
-                shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
-                raise InputError(
-                    f"{len(failures)} of {len(tasks)} videos failed to decode, more than "
-                    f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
-                    f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
-                    "raise --max-failed-fraction to accept them as missing",
-                    file=manifest.root,
-                )
-            digest = writer.finalize(attrs)
+    writer = FramesWriter.open(tmp_path_for(out), [t.video_id for t in tasks],
+                               max_frames=config.max_frames, size=config.size, attrs=attrs,
+                               compression=config.compression)
+    with writer:  # a failure keeps the tmp (and its progress) for the next run
+        pending = writer.pending_rows()
+        n_resumed = len(tasks) - len(pending)
+        if on_progress is not None and n_resumed:
+            on_progress(n_resumed)
+        todo = [tasks[row] for row in pending]
+        _run(todo, config, writer, workers, on_progress)
+        failures = writer.failures()
+        if len(failures) > max_failed_fraction * len(tasks):
+            shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
+            raise InputError(
+                f"{len(failures)} of {len(tasks)} videos failed to decode, more than "
+                f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
+                f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
+                "raise --max-failed-fraction to accept them as missing",
+                file=manifest.root,
+            )
+        digest = writer.finalize(attrs, final=out)
     return FramesReport(path=out, n_videos=len(tasks), n_ok=len(tasks) - len(failures),
                         n_resumed=n_resumed, n_decoded_now=len(todo), failures=failures,
-                        content_digest=digest)
+                        content_digest=digest, discarded_tmp=writer.discarded)
 
 
 def _run(todo: list[_Task], config: FramesConfig, writer: FramesWriter, workers: int,

@@ -1,242 +1,51 @@
-"""``frames.h5``: every video's sampled frames, decoded once (schema ``teachclip.frames`` v1).
+"""``frames.h5``: every video's sampled frames, decoded once (schema ``teachclip.frames`` v2).
 
 Final file (artifacts §4): ``video_ids`` (utf-8, manifest order minus failures), ``frames`` uint8
 [N, F, H, W, 3] chunked one video per chunk, ``mask`` bool [N, F], ``n_decoded`` int32 [N],
-``failed_ids`` / ``failed_reasons``; attrs ``schema``, ``schema_version``, the sampling and decoder
-provenance given by the stage, and ``content_digest``.
+``timestamps`` float32 [N, F], ``row_sha256`` uint8 [N, 32] (v2), ``failed_ids`` /
+``failed_reasons``; attrs ``schema``, ``schema_version``, the sampling and decoder provenance
+given by the stage, and ``content_digest``. Checksums and versions: :mod:`frames_schema`; the
+resumable writer: :mod:`frames_writer` (re-exported here); the check of a whole file:
+:mod:`frames_verify`.
 
-Resumability: the writer works in ``<out>.tmp`` whose rows sit at their *manifest* position (so
-worker completion order never matters), with a ``done`` flag and a per-row sha256 that are
-flushed after every video. A killed run is continued by reopening the tmp file if its attrs
-(parameters, manifest digest, id list) still match; finalisation compacts the successful rows
-into the final layout by copying compressed chunks verbatim (no re-encode) and derives
-``content_digest`` from the stored per-row digests, so a resumed run yields the same digest.
+The reader turns a chunk that fails its checksum into an ``Error:`` naming the file, the dataset
+and the video, instead of h5py's "Can't synchronously read data (filter returned failure)".
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.h5schema import open_checked, plain, plain_attrs
+from pipeline.data.frames_schema import (
+    READABLE_VERSIONS,
+    REEXTRACT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    content_digest,
+    ids_digest,
+    row_digest,
+)
+from pipeline.data.frames_writer import FramesWriter
+from pipeline.errors import DataIntegrityError, InputError, UncheckedFileWarning
+from pipeline.h5schema import open_checked, plain_attrs
 
-SCHEMA = "teachclip.frames"
-SCHEMA_VERSION = 1
-_CHUNK_ORIGIN = (0, 0, 0, 0)
-
-
-def row_digest(frames: np.ndarray, mask: np.ndarray) -> bytes:
-    """sha256 of one row's frames and mask bytes (C order): the unit of ``content_digest``."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(frames, dtype=np.uint8).tobytes())
-    h.update(np.ascontiguousarray(mask, dtype=bool).tobytes())
-    return h.digest()
-
-
-def content_digest(video_ids: Sequence[str], row_digests: Sequence[bytes]) -> str:
-    """sha256 over ``id \\0 row_digest`` for each row in order: identifies the frames content."""
-    h = hashlib.sha256()
-    for video_id, digest in zip(video_ids, row_digests, strict=True):
-        h.update(video_id.encode("utf-8"))
-        h.update(b"\0")
-        h.update(digest)
-    return h.hexdigest()
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "FramesReader", "FramesWriter", "check_resolution",
+           "content_digest", "ids_digest", "row_digest"]
 
 
-def ids_digest(video_ids: Sequence[str]) -> str:
-    """sha256 of the ordered id list: part of the resume key of a tmp file."""
-    return hashlib.sha256("\n".join(video_ids).encode("utf-8")).hexdigest()
-
-
-def _filter_opts(compression: str) -> dict[str, Any]:
-    if compression in ("none", ""):
-        return {}
-    if compression == "lzf":
-        return {"compression": "lzf"}
-    if compression.startswith("gzip"):
-        level = int(compression.split(":", 1)[1]) if ":" in compression else 4
-        return {"compression": "gzip", "compression_opts": level, "shuffle": True}
-    raise ValueError(f"unknown compression {compression!r}; use none, lzf or gzip[:level]")
-
-
-class FramesWriter:
-    """Single-process resumable writer of the tmp file; create with :meth:`open`.
-
-    Why rows at manifest position: results arrive from a process pool in any order, but the
-    final row order must be deterministic (manifest order minus failures).
-    """
-
-    def __init__(self, handle: h5py.File, path: Path) -> None:
-        self._f = handle
-        self.path = path
-
-    # ------------------------------------------------------------------ open / resume
-    @classmethod
-    def open(
-        cls,
-        tmp_path: str | Path,
-        video_ids: Sequence[str],
-        *,
-        max_frames: int,
-        size: int,
-        attrs: Mapping[str, Any],
-        compression: str = "lzf",
-    ) -> FramesWriter:
-        """Resume ``tmp_path`` if it was written for the same ids/attrs, else start it afresh."""
-        tmp_path = Path(tmp_path)
-        key = {**{k: plain(v) for k, v in attrs.items()}, "ids_digest": ids_digest(video_ids),
-               "compression": compression, "max_frames": max_frames, "size": size}
-        if tmp_path.exists():
-            handle = cls._try_resume(tmp_path, key)
-            if handle is not None:
-                return cls(handle, tmp_path)
-            tmp_path.unlink()
-        handle = h5py.File(tmp_path, "w")
-        n = len(video_ids)
-        handle.create_dataset("all_ids", data=np.array(list(video_ids), dtype=object),
-                              dtype=h5py.string_dtype())
-        handle.create_dataset(
-            "frames", shape=(n, max_frames, size, size, 3), dtype=np.uint8,
-            chunks=(1, max_frames, size, size, 3), maxshape=(None, max_frames, size, size, 3),
-            **_filter_opts(compression),
-        )
-        handle.create_dataset("mask", shape=(n, max_frames), dtype=bool)
-        handle.create_dataset("n_decoded", shape=(n,), dtype=np.int32)
-        handle.create_dataset("timestamps", shape=(n, max_frames), dtype=np.float32,
-                              fillvalue=np.nan)
-        handle.create_dataset("row_sha256", shape=(n, 32), dtype=np.uint8)
-        handle.create_dataset("done", shape=(n,), dtype=bool)
-        handle.create_dataset("failed", shape=(n,), dtype=bool)
-        handle.create_dataset("fail_reason", shape=(n,), dtype=h5py.string_dtype())
-        for name, value in key.items():
-            handle.attrs[name] = value
-        handle.flush()
-        return cls(handle, tmp_path)
-
-    @staticmethod
-    def _try_resume(tmp_path: Path, key: Mapping[str, Any]) -> h5py.File | None:
-        """Open a tmp file for appending if its resume key matches; None if stale or unreadable."""
-        try:
-            handle = h5py.File(tmp_path, "r+")
-        except OSError:  # a kill during a metadata write can leave an unreadable file
-            return None
-        try:
-            stored = {k: plain(v) for k, v in handle.attrs.items()}
-            if "done" in handle and all(stored.get(k) == v for k, v in key.items()):
-                return handle
-        except (OSError, KeyError):
-            pass
-        handle.close()
-        return None
-
-    # ------------------------------------------------------------------ progress
-    @property
-    def n_rows(self) -> int:
-        return int(self._f["done"].shape[0])
-
-    def pending_rows(self) -> list[int]:
-        """Rows still to decode: never written, or failed before (failures are retried)."""
-        return [int(i) for i in np.flatnonzero(~self._f["done"][:])]
-
-    def write(self, row: int, frames: np.ndarray, mask: np.ndarray, n_decoded: int,
-              timestamps: np.ndarray | None = None) -> None:
-        """Store one successful video at its manifest row and mark it done (flushed).
-
-        ``timestamps`` (seconds of each sampled frame from the clip start, NaN for padding) let
-        later stages relate frames to annotated segments.
-        """
-        self._f["frames"][row] = frames
-        self._f["mask"][row] = mask
-        self._f["n_decoded"][row] = n_decoded
-        if timestamps is not None:
-            self._f["timestamps"][row] = timestamps
-        self._f["row_sha256"][row] = np.frombuffer(row_digest(frames, mask), np.uint8)
-        self._f["failed"][row] = False
-        self._f["fail_reason"][row] = ""
-        self._f["done"][row] = True
-        self._f.flush()
-
-    def fail(self, row: int, reason: str) -> None:
-        """Record a failed video (kept pending, so a later resume retries it)."""
-        self._f["failed"][row] = True
-        self._f["fail_reason"][row] = reason
-        self._f.flush()
-
-    def failures(self) -> list[tuple[str, str]]:
-        """(video_id, reason) of rows that failed and are not done, in manifest order."""
-        ids = self._f["all_ids"].asstr()[:]
-        failed = self._f["failed"][:] & ~self._f["done"][:]
-        reasons = self._f["fail_reason"].asstr()[:]
-        return [(str(ids[i]), str(reasons[i])) for i in np.flatnonzero(failed)]
-
-    def close(self) -> None:
-        if self._f.id.valid:
-            self._f.close()
-
-    def __enter__(self) -> FramesWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ finalise
-    def finalize(self, final_attrs: Mapping[str, Any]) -> str:
-        """Compact done rows into the final layout, replace the tmp file with it; return digest.
-
-        Rows that are neither done nor failed are a bug in the caller (it must process every
-        pending row first), so they raise instead of being silently dropped.
-        """
-        src = self._f
-        done = src["done"][:]
-        failed = src["failed"][:]
-        missing = np.flatnonzero(~done & ~failed)
-        if len(missing):
-            raise RuntimeError(f"{len(missing)} rows were never processed")
-        keep = np.flatnonzero(done)
-        all_ids = src["all_ids"].asstr()[:]
-        ids = [str(all_ids[i]) for i in keep]
-        shas = src["row_sha256"][:]
-        digest = content_digest(ids, [shas[i].tobytes() for i in keep])
-        failures = self.failures()
-        compact = self.path.with_name(self.path.name + ".compact")
-        frames = src["frames"]
-        _, f, h, w, c = frames.shape
-        with h5py.File(compact, "w") as dst:
-            dst.create_dataset("video_ids", data=np.array(ids, dtype=object),
-                               dtype=h5py.string_dtype())
-            out = dst.create_dataset(
-                "frames", shape=(len(keep), f, h, w, c), dtype=np.uint8,
-                chunks=frames.chunks, maxshape=(None, f, h, w, c),
-                compression=frames.compression, compression_opts=frames.compression_opts,
-                shuffle=frames.shuffle,
-            )
-            for new_row, old_row in enumerate(keep):
-                filter_mask, chunk = frames.id.read_direct_chunk((int(old_row), *_CHUNK_ORIGIN))
-                out.id.write_direct_chunk((new_row, *_CHUNK_ORIGIN), chunk, filter_mask)
-            dst.create_dataset("mask", data=src["mask"][:][keep])
-            dst.create_dataset("n_decoded", data=src["n_decoded"][:][keep])
-            dst.create_dataset("timestamps", data=src["timestamps"][:][keep])
-            dst.create_dataset("failed_ids", data=np.array([i for i, _ in failures], dtype=object),
-                               dtype=h5py.string_dtype())
-            dst.create_dataset("failed_reasons",
-                               data=np.array([r for _, r in failures], dtype=object),
-                               dtype=h5py.string_dtype())
-            for name, value in final_attrs.items():
-                dst.attrs[name] = plain(value)
-            dst.attrs["schema"] = SCHEMA
-            dst.attrs["schema_version"] = SCHEMA_VERSION
-            dst.attrs["compression"] = src.attrs["compression"]
-            dst.attrs["content_digest"] = digest
-        self.close()
-        os.replace(compact, self.path)
-        return digest
+def damaged(path: Path, dataset: str, where: str, exc: BaseException) -> DataIntegrityError:
+    """The error for a read that failed inside a frames file (checksum, filter, truncation)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataIntegrityError(
+        f"{path}: dataset {dataset!r}, {where}: the stored data is damaged ({reason}); run "
+        f"`teachclip frames verify {path}` to list every damaged video, then {REEXTRACT}")
 
 
 def check_resolution(height: int, width: int, image_size: int, *, model: str,
@@ -266,13 +75,18 @@ class FramesReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with open_checked(self.path, schema=SCHEMA, version=SCHEMA_VERSION,
-                          what="frames file") as handle:
+        with open_checked(self.path, schema=SCHEMA, version=READABLE_VERSIONS,
+                          what="frames file", fix=REEXTRACT) as handle:
             self.video_ids: list[str] = [str(v) for v in handle["video_ids"].asstr()[:]]
             self.attrs: dict[str, Any] = plain_attrs(handle)
             _, self.max_frames, self.height, self.width, _ = handle["frames"].shape
             self.failed_ids = [str(v) for v in handle["failed_ids"].asstr()[:]]
             self.failed_reasons = [str(v) for v in handle["failed_reasons"].asstr()[:]]
+        if self.attrs.get("schema_version") == 1:
+            warnings.warn(
+                f"{self.path} was written before per-chunk checksums (frames schema version 1): "
+                f"damage to it would go unnoticed; {REEXTRACT} to get a checked file",
+                UncheckedFileWarning, stacklevel=2)
         self._row = {video_id: i for i, video_id in enumerate(self.video_ids)}
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -320,23 +134,37 @@ class FramesReader:
         # costs ~100 ms per 224-px video, read_direct ~0.3 ms (bench/train_step.py).
         frames = np.empty((len(unique), *dataset.shape[1:]), dtype=dataset.dtype)
         for slot, row in enumerate(unique.tolist()):
-            dataset.read_direct(frames, np.s_[row:row + 1], np.s_[slot:slot + 1])
-        mask = handle["mask"][unique]
+            try:
+                dataset.read_direct(frames, np.s_[row:row + 1], np.s_[slot:slot + 1])
+            except OSError as exc:
+                raise damaged(self.path, "frames", f"video {self.video_ids[row]!r} (row {row})",
+                              exc) from None
+        mask = self._read_small(handle, "mask", unique)
         return frames[inverse], mask[inverse]
+
+    def _read_small(self, handle: h5py.File, name: str, rows: np.ndarray | None) -> np.ndarray:
+        """Rows of a small per-video dataset (all when ``rows`` is None), errors named."""
+        try:
+            return handle[name][:] if rows is None else handle[name][rows]
+        except OSError as exc:
+            first = "all rows" if rows is None or not len(rows) else (
+                f"rows {int(rows[0])}..{int(rows[-1])} (videos {self.video_ids[int(rows[0])]!r}"
+                f"..{self.video_ids[int(rows[-1])]!r})")
+            raise damaged(self.path, name, first, exc) from None
 
     def timestamps(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Seconds of each sampled frame from the clip start [n, F] (NaN for padding)."""
         handle = self._handle()
         if rows is None:
-            return handle["timestamps"][:]
+            return self._read_small(handle, "timestamps", None)
         index = np.asarray(rows, dtype=np.int64).reshape(-1)
         unique, inverse = np.unique(index, return_inverse=True)
-        return handle["timestamps"][unique][inverse]
+        return self._read_small(handle, "timestamps", unique)[inverse]
 
     def load_all(self) -> FramesReader:
         """Keep every frame in RAM (small datasets): later reads never touch the file."""
-        handle = self._handle()
-        self._ram = (handle["frames"][:], handle["mask"][:])
+        frames, mask = self.read(np.arange(len(self.video_ids)))
+        self._ram = (frames, mask)
         return self
 
     def close(self) -> None:

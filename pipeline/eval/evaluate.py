@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +43,7 @@ class EvalSet:
     texts: list[str]
     caption_video: np.ndarray  # [Nt] column (index into video_ids) of each caption's video
     dropped_captions: int  # captions whose video is absent from frames.h5
+    dropped_caption_ids: list[str] = field(default_factory=list)  # those captions
 
 
 def build_eval_set(manifest: Manifest, frames: Any, split: str) -> EvalSet:
@@ -60,6 +61,7 @@ def build_eval_set(manifest: Manifest, frames: Any, split: str) -> EvalSet:
         texts=list(captions["text"]),
         caption_video=np.array([col_of[v] for v in captions["video_id"]], dtype=np.int64),
         dropped_captions=int((~keep).sum()),
+        dropped_caption_ids=[str(c) for c in part.captions["caption_id"][~keep]],
     )
 
 

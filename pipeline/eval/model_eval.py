@@ -8,6 +8,7 @@ turns a model into "encode texts, encode videos, score" differs, chosen from the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from pipeline.atomic import sha256_file
 from pipeline.data.frames_store import check_resolution
 from pipeline.data.manifest import Manifest
-from pipeline.errors import InputError, MismatchError
+from pipeline.errors import InputError, MismatchError, TeachclipWarning
 from pipeline.eval.adapters import StudentRetriever, TeacherRetriever
 from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
 from pipeline.models.checkpoint import MODEL_FILE, load_model, resolve_model_path
@@ -83,9 +84,31 @@ def check_frames_fit(loaded: LoadedModel, frames: Any) -> None:
     check_resolution(frames.height, frames.width, loaded.image_size,
                      model=f"the model {loaded.path}", file=getattr(frames, "path", None))
     if loaded.max_frames is not None and frames.max_frames != loaded.max_frames:
+        path = getattr(frames, "path", None)
         raise MismatchError(f"max_frames (F) of {loaded.kind} teacher vs frames.h5",
-                            loaded.max_frames, frames.max_frames,
-                            file=getattr(frames, "path", None))
+                            loaded.max_frames, frames.max_frames, file=path,
+                            expected_in=f"the teacher {loaded.path}",
+                            found_in=str(path or "the frames"),
+                            fix=f"use frames extracted with --max-frames {loaded.max_frames}")
+
+
+class DroppedCaptionsWarning(TeachclipWarning):
+    """Captions were left out of an evaluation because their video failed to decode."""
+
+
+def warn_dropped(eval_set: Any, split: str, frames_path: Any, shown: int = 5) -> None:
+    """Say which captions an evaluation leaves out: R@K over fewer queries than the split has
+    is not comparable with published numbers, and the JSON alone is easy to overlook."""
+    ids = list(getattr(eval_set, "dropped_caption_ids", []))
+    if not eval_set.dropped_captions:
+        return
+    more = ", ..." if len(ids) > shown else ""
+    total = eval_set.dropped_captions + len(eval_set.caption_ids)
+    warnings.warn(
+        f"{eval_set.dropped_captions} of {total} {split} captions left out because their video "
+        f"is not in {frames_path or 'frames.h5'} (failed to decode; see its failed_ids): "
+        f"{', '.join(ids[:shown])}{more}. R@K is over {len(eval_set.caption_ids)} queries and not "
+        "comparable with numbers on the full split", DroppedCaptionsWarning, stacklevel=3)
 
 
 def evaluate_model(
@@ -109,6 +132,7 @@ def evaluate_model(
     if not eval_set.caption_ids:
         raise InputError(f"split {split!r} has no captions whose video is in frames.h5",
                          file=getattr(frames, "path", None))
+    warn_dropped(eval_set, split, getattr(frames, "path", None))
     metrics = evaluate_retrieval(
         loaded.retriever, frames, eval_set, ClipTokenizer.default(), loaded.max_words, device,
         batch_size, lambda: autocast_context(device, amp),

@@ -115,9 +115,13 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
     """The results table; the best mean per column is bold. A note explains the cells."""
     if spread not in SPREADS:
         raise InputError(f"spread must be one of {SPREADS}, got {spread!r}")
-    header = ["model", "role", "seeds"] + [title for _k, title, _d, _u in COLUMNS]
+    # Captions left out (video failed to decode): shown only when some run left any out, since
+    # R@K over fewer queries is not comparable with the full split's numbers.
+    dropped = [max(int(run.get("dropped_captions", 0) or 0) for run in r.runs) for r in results]
+    extra = ["dropped"] if any(dropped) else []
+    header = ["model", "role", "seeds", *extra] + [title for _k, title, _d, _u in COLUMNS]
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * len(COLUMNS)) + "|"]
+             "|" + "|".join(["---"] * 3 + ["---:"] * (len(COLUMNS) + len(extra))) + "|"]
     means = {key: [float(np.nanmean(r.values(key))) if not np.isnan(r.values(key)).all()
                    else math.nan for r in results] for key, _t, _d, _u in COLUMNS}
     best: dict[str, float] = {}
@@ -127,6 +131,7 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
             best[key] = max(finite) if higher else min(finite)
     for i, result in enumerate(results):
         cells = [result.name, result.role, str(len(result.runs))]
+        cells += [str(dropped[i])] if extra else []
         for key, _title, decimals, _up in COLUMNS:
             text = _cell(result.values(key), decimals, spread)
             if len(results) > 1 and key in best and means[key][i] == best[key]:
@@ -139,6 +144,9 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
     if seeds:
         note += (" Several seeds: mean ± sample standard deviation (ddof 1)." if spread == "std"
                  else " Several seeds: mean (min–max).")
+    if extra:
+        note += (" dropped = captions left out because their video failed to decode: those "
+                 "rows are measured on fewer queries than the split has.")
     splits = sorted({str(run.get("split", "?")) for r in results for run in r.runs})
     note += f" Split: {', '.join(splits)}."
     return "\n".join(lines) + "\n\n" + note + "\n"

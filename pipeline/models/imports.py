@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.atomic import SUMMARY_FILE, publish_dir, sha256_file, tmp_path_for, write_json_atomic
 from pipeline.errors import InputError
+from pipeline.locks import output_lock
 from pipeline.models.checkpoint import MODEL_FILE, import_official, save_model
 
 
@@ -40,9 +41,16 @@ def import_teacher(
                               max_frames=max_frames, **options)
     out = Path(out_dir)
     work = tmp_path_for(out)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    with output_lock(out):  # another import into the same --out would share (and delete) work
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        return _write(teacher, work, out, checkpoint, source_sha, name)
+
+
+def _write(teacher: Any, work: Path, out: Path, checkpoint: Path, source_sha: str,
+           name: str | None) -> dict[str, Any]:
+    """model.pt and summary.json in ``work``, then published as ``out``; returns the summary."""
     provenance = {"source_path": str(checkpoint), "source_sha256": source_sha}
     save_model(work / MODEL_FILE, teacher,
                extra={"role": "teacher", "name": name or out.name, "imported": provenance})

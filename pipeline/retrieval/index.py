@@ -35,7 +35,7 @@ import torch
 from pipeline import __version__
 from pipeline.atomic import atomic_output
 from pipeline.data.manifest import SPLITS, Manifest
-from pipeline.errors import InputError, MismatchError
+from pipeline.errors import DataIntegrityError, InputError, MismatchError
 from pipeline.eval.evaluate import encode_all_videos
 from pipeline.eval.model_eval import LoadedModel, check_frames_fit
 from pipeline.h5schema import open_checked, plain_attrs
@@ -101,7 +101,8 @@ def write_index(
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("video_ids", data=np.array(ids, dtype=object),
                               dtype=h5py.string_dtype())
-        handle.create_dataset("video_emb", data=emb.astype(dtype))
+        # fletcher32: a damaged chunk fails its read instead of ranking garbage (docs/checks.md)
+        handle.create_dataset("video_emb", data=emb.astype(dtype), fletcher32=True)
         handle.create_dataset("failed_ids", data=np.array([f[0] for f in failed], dtype=object),
                               dtype=h5py.string_dtype())
         handle.create_dataset("failed_reasons",
@@ -124,7 +125,12 @@ def read_index(path: str | Path) -> EmbeddingIndex:
                       what="embeddings index") as handle:
         attrs = plain_attrs(handle)
         ids = [str(v) for v in handle["video_ids"].asstr()[:]]
-        emb = handle["video_emb"][:]
+        try:
+            emb = handle["video_emb"][:]
+        except OSError as exc:
+            raise DataIntegrityError(
+                f"{path}: dataset 'video_emb' is damaged ({str(exc).splitlines()[0]}): rebuild "
+                "the index (`teachclip index` or `teachclip embed`)") from None
         failed = list(zip(handle["failed_ids"].asstr()[:], handle["failed_reasons"].asstr()[:],
                           strict=True))
     if emb.shape != (len(ids), int(attrs["dim"])):
@@ -202,10 +208,15 @@ def search(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> list[SearchHit]:
     """Rank the index's videos for ``query``; the model must be the one that built the index."""
+    if top < 1:
+        raise InputError(f"--top-k must be at least 1, got {top}")
     expected = str(index.attrs.get("model_sha256", ""))
     if expected != loaded.sha256:
-        raise MismatchError("model sha256 (index built by vs model given)", expected,
-                            loaded.sha256, file=index.path)
+        raise MismatchError("model sha256", expected, loaded.sha256, file=index.path,
+                            expected_in=f"{index.path} (the model it was built with)",
+                            found_in=str(loaded.path),
+                            fix="search with the model that built the index, or rebuild the "
+                                "index with this model (`teachclip index`)")
     query_emb = encode_queries(loaded, [query], device)
     scores, rows = top_k(index.embeddings, query_emb, top, chunk_rows)
     return [SearchHit(rank + 1, index.video_ids[int(r)], float(s))

@@ -25,6 +25,7 @@ from pipeline.atomic import SUMMARY_FILE, publish_dir, tmp_path_for, write_json_
 from pipeline.data.frames_store import check_resolution
 from pipeline.distributed import DistInfo
 from pipeline.errors import InputError
+from pipeline.locks import output_lock
 from pipeline.models.clip import ClipTowers
 from pipeline.models.preprocess import normalize_frames
 from pipeline.models.tokenizer import ClipTokenizer
@@ -63,6 +64,7 @@ class ImageTextPairs:
     images: np.ndarray
     token_ids: np.ndarray
     token_mask: np.ndarray
+    source: Path | None = None  # the frames file the images come from (for messages)
 
 
 def frame_phrase_pairs(
@@ -116,7 +118,8 @@ def pretrain_clip(
 ) -> tuple[ClipTowers, TrainResult]:
     """Contrastive image–text training of a CLIP from ``config.clip`` (usually ``tiny``)."""
     towers = seeded_towers(config.clip, config.seed, freeze=False).to(device)
-    check_resolution(*pairs.images.shape[1:3], towers.image_size, model=f"CLIP {config.clip!r}")
+    check_resolution(*pairs.images.shape[1:3], towers.image_size, model=f"CLIP {config.clip!r}",
+                     file=pairs.source)
     step_model = _ImageTextStep(towers)
     n = len(pairs.images)
     batch = config.batch_size
@@ -165,7 +168,8 @@ def build_pairs(frames: Any, segments_csv: Path, manifest: Any, max_words: int
     images, texts = frame_phrase_pairs(all_frames, mask, timestamps, list(frames.video_ids),
                                        segments, train_ids)
     token_ids, token_mask = ClipTokenizer.default().encode(texts, max_words)
-    return ImageTextPairs(images, np.asarray(token_ids), np.asarray(token_mask))
+    return ImageTextPairs(images, np.asarray(token_ids), np.asarray(token_mask),
+                          getattr(frames, "path", None))
 
 
 def run_clip_pretrain(*, config: PretrainConfig, frames: Any, manifest: Any, segments_csv: Path,
@@ -175,15 +179,20 @@ def run_clip_pretrain(*, config: PretrainConfig, frames: Any, manifest: Any, seg
     with ``pretrain_log.tsv`` and ``summary.json``; returns the summary."""
     pairs = build_pairs(frames, segments_csv, manifest, config.max_words)
     work = tmp_path_for(out_dir)
-    towers, result = pretrain_clip(config=config, pairs=pairs, work_dir=work / "train",
-                                   device=device, on_progress=on_progress)
-    towers.model.save_pretrained(work / "model")
-    log = work / "train" / TRAIN_LOG
-    (work / "model" / "pretrain_log.tsv").write_bytes(log.read_bytes() if log.exists() else b"")
-    summary = {"pairs": len(pairs.images), "steps": result.steps, "epochs": config.epochs,
-               "clip": config.clip, "seed": config.seed}
-    write_json_atomic(work / "model" / SUMMARY_FILE, summary)
-    publish_dir(work / "model", out_dir)
-    shutil.rmtree(work)
+    with output_lock(out_dir):
+        towers, result = pretrain_clip(config=config, pairs=pairs, work_dir=work / "train",
+                                       device=device, on_progress=on_progress)
+        model_dir = work / "model"
+        if model_dir.exists():  # left by a run killed while saving: rewritten whole below
+            shutil.rmtree(model_dir)
+        towers.model.save_pretrained(model_dir)
+        log = work / "train" / TRAIN_LOG
+        # Fewer steps than --log-every write no log row: publish an empty log, as dvc expects.
+        (model_dir / "pretrain_log.tsv").write_bytes(log.read_bytes() if log.exists() else b"")
+        summary = {"pairs": len(pairs.images), "steps": result.steps, "epochs": config.epochs,
+                   "clip": config.clip, "seed": config.seed}
+        write_json_atomic(model_dir / SUMMARY_FILE, summary)
+        publish_dir(model_dir, out_dir)
+        shutil.rmtree(work)
     return summary
 

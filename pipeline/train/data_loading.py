@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.manifest import Manifest
 from pipeline.data.selection import select_split
+from pipeline.errors import TeachclipError
 from pipeline.train.batches import global_batches, rank_slice
 
 
@@ -74,6 +75,13 @@ class GlobalBatchDataset(Dataset):
         return len(self.plan)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """The batch, or ``{"error": exc}`` for a TeachclipError (see :func:`epoch_loader`)."""
+        try:
+            return self._batch(index)
+        except TeachclipError as exc:
+            return {"error": exc}
+
+    def _batch(self, index: int) -> dict[str, Any]:
         global_idx = self.plan[index]
         local_idx = rank_slice(global_idx, self.rank, self.world_size)
         frames, video_mask = self.frames.read(self.items.frame_rows[local_idx])
@@ -108,7 +116,12 @@ def _identity(batch: Any) -> Any:
 def epoch_loader(
     dataset: GlobalBatchDataset, epoch: int, workers: int, pin_memory: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Iterate one epoch of batches (workers each open their own HDF5 handles)."""
+    """Iterate one epoch of batches (workers each open their own HDF5 handles).
+
+    A TeachclipError in a worker (a damaged frames or cache chunk) comes back as the batch
+    ``{"error": exc}`` and is raised here as itself: re-raised by the DataLoader it would carry
+    the worker's whole traceback in its message.
+    """
     dataset.set_epoch(epoch)
     loader = DataLoader(
         dataset,
@@ -119,7 +132,10 @@ def epoch_loader(
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
     )
-    yield from loader
+    for batch in loader:
+        if "error" in batch:
+            raise batch["error"]
+        yield batch
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

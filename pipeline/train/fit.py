@@ -18,6 +18,7 @@ from torch import nn
 
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo
+from pipeline.errors import TeachclipWarning
 from pipeline.eval.evaluate import build_eval_set, evaluate_retrieval
 from pipeline.models.tokenizer import ClipTokenizer
 from pipeline.precision import autocast_context
@@ -39,7 +40,7 @@ class FitSpec:
     after_step: Callable[[], None]
 
 
-class NoValidationWarning(UserWarning):
+class NoValidationWarning(TeachclipWarning):
     """Training ran without a validation split: the last epoch is kept, not the best."""
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline.atomic import atomic_output
 from pipeline.distributed import DistInfo, barrier
-from pipeline.errors import InputError
+from pipeline.errors import InputError, TeachclipError
 from pipeline.precision import autocast_context
 
 STATE_FILE = "state.pt"
@@ -117,6 +117,41 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+class NonFiniteLossError(TeachclipError, FloatingPointError):
+    """The loss became NaN/inf: the run stops (the last epoch checkpoint stays for a resume)."""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def fingerprint_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any], limit: int = 5
+                     ) -> str:
+    """``"key: old -> new"`` for the settings that differ (why a resume was refused)."""
+    if not isinstance(old, Mapping):
+        return ""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    shown = [f"{k}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _refuse_resume(work_dir: Path, state: Mapping[str, Any], config: LoopConfig) -> InputError:
+    """The error for a work directory that holds an interrupted run with other settings."""
+    diff = fingerprint_diff((state.get("config") or {}).get("fingerprint"), config.fingerprint)
+    what = f" (differs: {diff})" if diff else ""
+    return InputError(
+        f"an interrupted run with different settings or inputs is waiting here{what}: rerun with "
+        "the settings and inputs of that run to resume it, or delete this directory to start "
+        "over", file=work_dir)
+
+
 def _check_finite(flags: list[torch.Tensor], epoch: int, step: int) -> None:
     """Raise for the first non-finite loss among the steps since the last check; clears ``flags``.
 
@@ -132,7 +167,10 @@ def _check_finite(flags: list[torch.Tensor], epoch: int, step: int) -> None:
     start = step - len(flags)
     flags.clear()
     if first < len(ok):
-        raise FloatingPointError(f"non-finite loss at epoch {epoch} step {start + first}")
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch} step {start + first}: training stopped (a rerun "
+            "resumes from the last finished epoch); check the inputs (`teachclip cache verify`, "
+            "`teachclip frames verify`) or lower --lr")
 
 
 @dataclass
@@ -220,10 +258,7 @@ def _restore(run: _Run) -> _Progress:
         return _Progress()
     state = torch.load(state_path, map_location="cpu", weights_only=False)
     if state.get("fingerprint") != fingerprint_hash(run.config.fingerprint):
-        raise InputError(
-            "an interrupted run with different settings or inputs is waiting here: rerun "
-            "with the settings and inputs of that run to resume it, or delete this "
-            "directory to start over", file=run.work_dir)
+        raise _refuse_resume(run.work_dir, state, run.config)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

@@ -24,6 +24,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.data.selection import select_split
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
+from pipeline.locks import output_lock
 from pipeline.train.publish import publish_trained
 from pipeline.train.setup import jsonable
 from pipeline.train.student import StudentTrainConfig, train_student
@@ -50,8 +51,10 @@ def open_caches(
 ) -> list[TeacherCache]:
     """Open each teacher cache and refuse any that was scored for another setup.
 
-    Checked (MismatchError naming both values): F, L, every train caption and video present,
-    frames.h5 content digest, manifest digest. Runs before any model is built.
+    Checked (MismatchError naming both values, their files and the fix): F, L, every train
+    caption and video present, frames.h5 content digest, manifest digest; then every cache is
+    re-read through its checksums and digests and refused if damaged or non-finite
+    (CacheIntegrityError naming the cache and the row). All before any model is built.
     """
     selection = select_split(manifest, frames, "train")
     caption_ids, video_ids = list(selection.captions["caption_id"]), selection.video_ids
@@ -61,11 +64,13 @@ def open_caches(
         cache.check_compatible(
             max_frames=int(frames.max_frames), max_words=max_words, caption_ids=caption_ids,
             video_ids=video_ids, frames_digest=str(frames.digest),
-            manifest_digest=manifest.digest(),
+            manifest_digest=manifest.digest(), frames_path=getattr(frames, "path", None),
+            manifest_path=manifest.root,
         )
         caches.append(cache)
-    if in_memory:
-        for cache in caches:
+    for cache in caches:
+        cache.check_data()
+        if in_memory:
             cache.load_all()
     return caches
 
@@ -110,11 +115,21 @@ def run_student(
     work = tmp_path_for(out)
     fingerprint = {"frames_digest": str(frames.digest), "manifest_digest": manifest.digest(),
                    "caches": provenance, "eval_split": eval_split}
-    student, result, summary = train_student(
-        config=config, manifest=manifest, frames=frames, caches=caches, work_dir=work,
-        device=device, dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
-        on_progress=on_progress,
-    )
+    with output_lock(out, enabled=dist_info.is_main):
+        student, result, summary = train_student(
+            config=config, manifest=manifest, frames=frames, caches=caches, work_dir=work,
+            device=device, dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
+            on_progress=on_progress,
+        )
+        return _publish(out, work, student, result, summary, config, caches, provenance,
+                        frames, manifest, dist_info, name)
+
+
+def _publish(out: Path, work: Path, student: Any, result: Any, summary: dict[str, Any],
+             config: StudentTrainConfig, caches: list[TeacherCache],
+             provenance: list[dict[str, Any]], frames: Any, manifest: Manifest,
+             dist_info: DistInfo, name: str | None) -> StudentRunResult:
+    """Move the finished work directory onto ``out`` (rank 0) and describe the run."""
     role = "student" if caches else "baseline"
     full_summary = {
         "name": name or out.name,

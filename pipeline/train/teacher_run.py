@@ -20,6 +20,7 @@ import torch
 from pipeline.atomic import tmp_path_for
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
+from pipeline.locks import output_lock
 from pipeline.train.publish import publish_trained
 from pipeline.train.setup import jsonable
 from pipeline.train.teacher import TeacherTrainConfig, train_teacher
@@ -50,11 +51,20 @@ def run_teacher_train(
     work = tmp_path_for(out)
     fingerprint = {"frames_digest": str(frames.digest), "manifest_digest": manifest.digest(),
                    "eval_split": eval_split}
-    teacher, result, info = train_teacher(
-        config=config, manifest=manifest, frames=frames, work_dir=work, device=device,
-        dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
-        on_progress=on_progress,
-    )
+    with output_lock(out, enabled=dist_info.is_main):
+        teacher, result, info = train_teacher(
+            config=config, manifest=manifest, frames=frames, work_dir=work, device=device,
+            dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
+            on_progress=on_progress,
+        )
+        return _publish(out, work, teacher, result, info, config, frames, manifest, dist_info,
+                        name)
+
+
+def _publish(out: Path, work: Path, teacher: Any, result: Any, info: dict[str, Any],
+             config: TeacherTrainConfig, frames: Any, manifest: Manifest, dist_info: DistInfo,
+             name: str | None) -> TeacherTrainRun:
+    """Move the finished work directory onto ``out`` (rank 0) and describe the run."""
     summary: dict[str, Any] = {
         "name": name or out.name,
         "role": "teacher",

@@ -76,6 +76,12 @@ class Issues:
     def __init__(self, skip_bad: bool) -> None:
         self.skip_bad = skip_bad
         self.records: list[SkipRecord] = []
+        #: Videos one of whose captions was skipped (build_result drops those left with none).
+        self.lost_captions: set[str] = set()
+
+    def caption_skipped(self, video_id: str) -> None:
+        """Note that a caption of ``video_id`` was left out (called right after its report)."""
+        self.lost_captions.add(video_id)
 
     def report(
         self,
@@ -352,7 +358,22 @@ def drop_captionless(
 def build_result(
     videos: list[VideoEntry], captions: list[CaptionEntry], issues: Issues
 ) -> ImportResult:
-    """Assemble the manifest (captions of dropped videos vanish, split copied from the video)."""
+    """Assemble the manifest (captions of dropped videos vanish, split copied from the video).
+
+    A video whose captions were all skipped (e.g. its only caption was empty) is skipped too,
+    and recorded: kept, it would be a training video with no text, or a retrieval target whose
+    query silently vanished. (A video that never had a caption, e.g. a distractor of a
+    teachclip-txt VideoSet, is the format's business and stays.)
+    """
+    with_text = {c.video_id for c in captions}
+    kept = []
+    for video in videos:
+        if video.video_id in issues.lost_captions and video.video_id not in with_text:
+            issues.report("video has no caption left: all of its captions were bad and skipped",
+                          file=str(video.path), item_id=video.video_id)
+            continue
+        kept.append(video)
+    videos = kept
     split_of = {v.video_id: v.split for v in videos}
     video_frame = pd.DataFrame(
         [[v.video_id, str(v.path), v.split, v.start, v.end] for v in videos],

@@ -146,7 +146,9 @@ def _import_rows(
                           "path and split)", file=path, line=line, item_id=caption_id)
             continue
         text = caption_text(row.get("text"), issues, file=path, line=line, item_id=caption_id)
-        if text is not None and video_id not in missing:
+        if text is None:
+            issues.caption_skipped(video_id)
+        elif video_id not in missing:
             captions.append(CaptionEntry(caption_id, video_id, text))
     return build_result(videos, captions, issues)
 

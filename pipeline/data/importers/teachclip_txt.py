@@ -147,6 +147,7 @@ def import_teachclip_txt(
                 continue
             used_queries[query_id] = gt_path
             if query_id in bad_queries:
+                issues.caption_skipped(video_id)
                 continue  # its sentence was already reported and skipped
             if query_id not in queries:
                 issues.report(f"query id not in {query_path}", file=gt_path, line=line,
