@@ -46,6 +46,7 @@ def make_project(root: Path, params_text: str, *, user: str = "alice") -> Path:
     run(["git", "config", "user.email", f"{user}@example.org"], root)
     run(["git", "config", "user.name", user], root)
     run(["dvc", "init", "-q"], root)
+    shutil.copy2(REPO / ".dvcignore", root / ".dvcignore")  # the project's, over dvc's default
     return root
 
 
