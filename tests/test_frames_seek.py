@@ -41,6 +41,7 @@ def seek_spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
         return out
 
     monkeypatch.setattr(seek, "worth_seeking", lambda *a: True)
+    monkeypatch.setattr(sampling, "worth_indexing", lambda *a: True)
     monkeypatch.setattr(sampling, "seek_frames", spy)
     yield used
 
@@ -132,11 +133,16 @@ def test_seek_reproduces_official_loader(indexed_gop_videos: dict[str, Path],
         assert seek_spy == [True], case
 
 
-def test_unsafe_streams_are_not_indexed(tmp_path: Path) -> None:
+def test_unsafe_streams_are_not_sought(tmp_path: Path, seek_spy: list[bool]) -> None:
     # Open GOPs: H.264 flags non-IDR I frames as keyframes; decoding from them is not exact.
     open_gop = _encode_lavfi(tmp_path / "open.mp4", "25", 6,
                              [*X264_B, "-x264-params", "open-gop=1"])
-    assert packet_index(open_gop) is None
+    index = packet_index(open_gop)
+    assert index is not None and not seek.keyframes_safe(open_gop, index)
+    sampled = sample_video(open_gop, policy="official", max_frames=3, size=24)
+    assert seek_spy == [False] and sampled.mask.all()
+    closed = _encode_lavfi(tmp_path / "closed.mp4", "25", 6, X264_B)
+    assert seek.keyframes_safe(closed, packet_index(closed))
     # MPEG-TS seeks to the next keyframe after a byte position, not the one before a time.
     assert packet_index(_encode_lavfi(tmp_path / "v.ts", "25", 4, X264_B)) is None
     (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
@@ -159,3 +165,8 @@ def test_fallback_when_seeking_does_not_pay(tmp_path: Path,
     assert not seek.worth_seeking(groups, 150, index.pixels)
     # At 720p the same plan (4 short runs from their keyframes) is worth it.
     assert seek.worth_seeking(groups, 150, 1280 * 720)
+    # Before indexing: 120 s of 720p at 25 fps, 12 of 120 seconds kept: index it; not when
+    # every second is kept, nor for 10 s at 320×240 (decoding it all takes ~50 ms).
+    assert seek.worth_indexing(3000, 1280 * 720, 120, 12)
+    assert not seek.worth_indexing(3000, 1280 * 720, 120, 120)
+    assert not seek.worth_indexing(250, 320 * 240, 10, 4)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.seek import packet_index, seek_frames
-from pipeline.data.video import DecodeError, decode_frames, probe
+from pipeline.data.seek import packet_index, seek_frames, worth_indexing
+from pipeline.data.video import DecodeError, VideoInfo, decode_frames, probe
 
 POLICIES = ("official", "exact_time", "uniform")
 
@@ -193,14 +193,19 @@ def _sample_official(
     rounded), then every k-th frame; ffmpeg stops after the last second's frame. With ``seek``,
     the same frame numbers are first tried from the keyframes before them (:func:`_seek_official`).
     """
-    fps = _probe_fps(path, timeout)
+    info = probe(path, timeout=timeout)
+    if info.fps is None:
+        raise DecodeError(path, "could not determine the frame rate")
+    fps = info.fps
     stride = official_stride(fps)
     seconds = official_seconds(start, end)
     count = None if seconds.last is None else seconds.last - seconds.first + 1
     first_frame = seconds.first * stride
     offset = start if start is not None and start > 0 else 0.0
-    sought = _seek_official(path, first_frame, stride, count, max_frames, size, timeout,
-                            honor_sar) if seek else None
+    sought = None
+    if seek and _seek_may_pay(info, stride, first_frame, count, max_frames):
+        sought = _seek_official(path, first_frame, stride, count, max_frames, size, timeout,
+                                honor_sar)
     if sought is not None:
         frames, n_one_fps, keep = sought
         return frames, n_one_fps, (first_frame + keep * stride) / float(fps) - offset
@@ -215,6 +220,18 @@ def _sample_official(
                           f"past the end of the video", exc.stderr_tail) from exc
     keep = select_evenly(len(decoded), max_frames)
     return decoded[keep], len(decoded), (first_frame + keep * stride) / float(fps) - offset
+
+
+def _seek_may_pay(info: VideoInfo, stride: int, first_frame: int, count: int | None,
+                  max_frames: int) -> bool:
+    """The probe's estimate (duration × fps) for :func:`pipeline.data.seek.worth_indexing`."""
+    if info.duration is None or info.fps is None or not info.width or not info.height:
+        return False
+    n_frames = info.duration * float(info.fps)
+    n_one_fps = max(0.0, n_frames - first_frame) / stride
+    if count is not None:
+        n_one_fps = min(n_one_fps, count)
+    return worth_indexing(n_frames, info.width * info.height, n_one_fps, max_frames)
 
 
 def _seek_official(

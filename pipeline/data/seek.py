@@ -47,6 +47,8 @@ MAX_COST_RATIO = 0.75
 #: Frames' worth of decoding charged per extra input (open, seek, decoder start).
 INPUT_OVERHEAD_FRAMES = 8
 INPUT_OVERHEAD_PIXELS = 1_500_000
+#: Below this estimated plain decode time (ms), do not even index the packets.
+MIN_PLAIN_MS = 150.0
 _KEY, _CORRUPT, _DISCARD = 0x1, 0x2, 0x4
 _NOPTS = -(2**63)
 _INPUT_RE = re.compile(r"Input #0, ([^,]+)")
@@ -105,9 +107,30 @@ def _framecrc(path: Path, timeout: float, bsf: str | None = None
     return header, packets
 
 
+def worth_indexing(n_frames: float, pixels: int, n_one_fps: float, max_frames: int) -> bool:
+    """Before any index: can seeking pay at all? Not when every 1 fps frame is kept (the seek
+    points are then most of the video's keyframes), nor when decoding everything is quick
+    anyway (estimated at ~2.5 ns per pixel, below ``MIN_PLAIN_MS``), where the extra ffmpeg
+    runs (~20 ms each) would cost more than they save."""
+    return n_one_fps > max_frames and n_frames * pixels * 2.5e-6 >= MIN_PLAIN_MS
+
+
+def keyframes_safe(path: str | Path, index: PacketIndex, *, timeout: float = 60.0) -> bool:
+    """True if every keyframe is a safe seek point. The demuxer may land on any keyframe, and
+    H.264 flags open-GOP I frames as keyframes too: only IDR frames (NAL type 5, kept by the
+    ``filter_units`` bitstream filter in a second demux-only pass) are safe there."""
+    if index.codec != "h264":
+        return True
+    idr = _framecrc(Path(path), timeout, "filter_units=pass_types=5")
+    if idr is None:
+        return False
+    return bool(np.isin(index.pts[index.seek_frames], [p for p, _ in idr[1]]).all())
+
+
 def packet_index(path: str | Path, *, timeout: float = 60.0) -> PacketIndex | None:
-    """The stream's frames and safe seek points from its packets (no decoding), or None when
-    frame numbers cannot be trusted to match what a decoder yields (module docstring)."""
+    """The stream's frames and keyframes from its packets (no decoding), or None when frame
+    numbers cannot be trusted to match what a decoder yields (module docstring). H.264
+    keyframes still need :func:`keyframes_safe` before seeking."""
     path = Path(path)
     found = _framecrc(path, timeout)
     if found is None:
@@ -126,10 +149,6 @@ def packet_index(path: str | Path, *, timeout: float = 60.0) -> PacketIndex | No
     if (np.diff(order) <= 0).any() or pts[0] != order[0]:
         return None  # duplicate pts, or a first packet shown after others (open start)
     keys = np.sort(pts[(flags & _KEY) != 0])
-    if codec == "h264":  # the demuxer may land on any keyframe: every one must be an IDR
-        idr = _framecrc(path, timeout, "filter_units=pass_types=5")
-        if idr is None or not np.isin(keys, [p for p, _ in idr[1]]).all():
-            return None
     num, den = tb_text.split("/")
     width, _, height = header.get("dimensions 0", "0x0").partition("x")
     return PacketIndex(codec=codec, time_base=Fraction(int(num), int(den)), pts=order,
@@ -212,6 +231,8 @@ def seek_frames(path: str | Path, index: PacketIndex, needed: np.ndarray, *, pla
         return None  # past the end: the plain path raises the error users know
     groups = _groups(index, needed)
     if not worth_seeking(groups, plain_frames, index.pixels):
+        return None
+    if not keyframes_safe(path, index, timeout=timeout):
         return None
     streams = [_group_stream(path, index, g, size, honor_sar) for g in groups]
     joined = streams[0] if len(streams) == 1 else ffmpeg.concat(*streams, v=1, a=0)
