@@ -12,9 +12,9 @@ built: its memory does not depend on ``in_memory`` (ViT-B/32 student + AdamW sta
 parameters × 16 bytes ≈ 2.3 GiB on the host before moving to a GPU).
 
 Frames are ``--frame-sizes`` px (default 32 and 64) because 224 px frames of 9,000 videos are
-16.3 GB (uncompressed in RAM). The table's last rows extrapolate the 224 px figure: the
-largest measured size plus the difference in frame bytes (frames cost exactly their bytes in
-RAM; the rest does not depend on the frame size, which the two measured sizes check).
+16.3 GB (uncompressed in RAM). The table's last rows extrapolate to 224 px, linearly in frame
+pixels through the two measured sizes (the frames in RAM and the per-batch frame buffers grow
+with the pixels, the rest does not).
 
 Columns: peak RSS of the training process after setup and after ``--steps`` batches (``VmHWM``),
 the largest worker's peak RSS, and the peak of the summed PSS of the training process and its
@@ -182,19 +182,35 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def extrapolated(rows: list[dict[str, Any]], videos: int, px: int) -> list[dict[str, Any]]:
-    """224 px rows: the largest measured size's figures + the extra frame bytes (in RAM only)."""
-    largest = max(r["frame_px"] for r in rows)
-    extra = videos * FRAMES * 3 * (px * px - largest * largest)
+    """224 px rows, linear in frame pixels through the two largest measured sizes of each
+    (in_memory, workers) setting: frames in RAM and the per-batch frame buffers (the batch being
+    read, the workers' prefetched batches) both grow with the pixels. With one measured size,
+    only the frames in RAM are added (a lower bound for the per-batch buffers)."""
     out = []
-    for row in [r for r in rows if r["frame_px"] == largest and "setup" in r]:
-        grow = extra if row["in_memory"] == "on" else 0
-        new = {**row, "frame_px": px, "frames_bytes": videos * FRAMES * 3 * px * px,
-               "note": (f"extrapolated from {largest} px (+{human_bytes(grow)} of frames in RAM)"
-                        if grow else f"extrapolated from {largest} px (frames read per batch)")}
-        for key in ("setup", "train", "pss"):
-            new[key] = row[key] + grow
-        new["worker"] = row["worker"] + (grow if row["workers"] else 0)
-        out.append(new)
+    for in_memory in ("off", "on"):
+        for workers in sorted({r["workers"] for r in rows}):
+            series = sorted((r for r in rows if r["in_memory"] == in_memory
+                             and r["workers"] == workers and "setup" in r),
+                            key=lambda r: r["frame_px"])
+            if not series:
+                continue
+            top = series[-1]
+            new = {**top, "frame_px": px, "frames_bytes": videos * FRAMES * 3 * px * px}
+            if len(series) > 1:
+                low = series[-2]
+                scale = (px * px - top["frame_px"] ** 2) / (top["frame_px"] ** 2
+                                                           - low["frame_px"] ** 2)
+                for key in ("setup", "train", "worker", "pss"):
+                    new[key] = top[key] + scale * (top[key] - low[key])
+                new["note"] = (f"extrapolated (linear in pixels, {low['frame_px']} and "
+                               f"{top['frame_px']} px)")
+            else:
+                grow = (new["frames_bytes"] - top["frames_bytes"]) if in_memory == "on" else 0
+                for key in ("setup", "train", "pss"):
+                    new[key] = top[key] + grow
+                new["worker"] = top["worker"] + (grow if workers else 0)
+                new["note"] = f"extrapolated from {top['frame_px']} px (+frames in RAM only)"
+            out.append(new)
     return out
 
 
