@@ -2,7 +2,9 @@
 ``teachclip frames verify PATH``: re-check a frames file from its data.
 
 ``frames`` stays a plain command (params files, dvc.yaml and help see just the stage) that hands
-a first argument ``verify`` to the verify command (:class:`StageWithVerify`).
+a first argument ``verify`` to the verify command (:class:`StageWithVerify`). Under
+``torchrun --nproc_per_node=N`` (or several nodes) each rank decodes a share of the videos
+into its own shard and rank 0 merges them into the same frames.h5 one process writes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from pipeline.data.frames_build import FramesConfig, build_frames
+from pipeline.data.frames_build import FramesConfig
+from pipeline.data.frames_shards import build_frames_distributed, share_rows
 from pipeline.data.frames_verify import verify_frames
 from pipeline.data.manifest import SPLITS, Manifest
+from pipeline.distributed import cleanup, init_distributed
 from stages.groups import main
 from stages.options import honor_sar_option, policy_option
 
@@ -72,9 +76,18 @@ def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int,
                           compression=compression, timeout=timeout, honor_sar=honor_sar)
     total = int(manifest.videos["split"].isin(chosen).sum())
     started = time.perf_counter()
-    with tqdm(total=total, desc="frames", unit="video") as bar:
-        report = build_frames(manifest, out, config, splits=chosen, workers=workers,
-                              max_failed_fraction=max_failed_fraction, on_progress=bar.update)
+    dist_info = init_distributed("cpu")
+    try:
+        share = len(share_rows(total, dist_info.rank, dist_info.world_size))
+        with tqdm(total=share, desc="frames", unit="video", disable=not dist_info.is_main) as bar:
+            report = build_frames_distributed(manifest, out, config, dist_info, splits=chosen,
+                                              workers=workers,
+                                              max_failed_fraction=max_failed_fraction,
+                                              on_progress=bar.update)
+    finally:
+        cleanup()
+    if report is None:  # not rank 0: rank 0 reports for everyone
+        return
     elapsed = time.perf_counter() - started
     if report.discarded_tmp:
         click.echo(f"note: restarted {report.path}.tmp from scratch: the earlier one was "
@@ -83,7 +96,8 @@ def frames(manifest_dir: str, out: str, splits: str, max_frames: int, size: int,
         click.echo(f"failed: {video_id}: {reason}", err=True)
     click.echo(f"wrote {report.path}: {report.n_ok}/{report.n_videos} videos "
                f"({report.n_resumed} resumed, {report.n_decoded_now} decoded now, "
-               f"{len(report.failures)} failed) in {elapsed:.1f} s; "
+               f"{len(report.failures)} failed) in {elapsed:.1f} s"
+               + (f" by {dist_info.world_size} ranks" if dist_info.enabled else "") + "; "
                f"content_digest {report.content_digest[:16]}")
 
 

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from pipeline.cache.integrity import scan_blocks
+from pipeline.cache.rows import DirectRows, direct_reading_enabled
 from pipeline.cache.schema import (
     READABLE_VERSIONS,
     REQUIRED_DATASETS,
@@ -44,9 +45,13 @@ class TeacherCache:
     ``__init__`` through a short-lived handle; the ``sim`` handle is opened lazily in the process
     that first needs it and dropped on pickling, because h5py handles neither pickle nor survive
     a fork (pytorch#11929). ``load_all=True`` keeps ``sim`` in RAM (float16) when it fits.
+    Otherwise rows are read straight from the file (:mod:`pipeline.cache.rows`, ~20× faster
+    than h5py per row) where the layout allows; ``direct=False`` (or the environment's
+    ``TEACHCLIP_CACHE_READER=h5py``) reads through h5py.
     """
 
-    def __init__(self, path: str | Path, *, load_all: bool = False) -> None:
+    def __init__(self, path: str | Path, *, load_all: bool = False,
+                 direct: bool | None = None) -> None:
         self.path = Path(path)
         handle = open_checked(self.path, schema=SCHEMA, version=READABLE_VERSIONS,
                               what="teacher cache", fix=RESCORE)
@@ -86,6 +91,8 @@ class TeacherCache:
         self._sim_ram: np.ndarray | None = None
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        self._direct = direct_reading_enabled() if direct is None else bool(direct)
+        self._rows: DirectRows | None = None
         if load_all:
             self.load_all()
 
@@ -131,6 +138,15 @@ class TeacherCache:
         if self._file is not None and self._pid == os.getpid() and self._file.id.valid:
             self._file.close()
         self._file = None
+        if self._rows is not None:
+            self._rows.close()
+
+    def _direct_rows(self) -> DirectRows | None:
+        """The direct row reader (built once, from this file's chunk table), or None."""
+        if self._direct and self._rows is None:
+            self._rows = DirectRows.open(self._sim(), self.path)
+            self._direct = self._rows is not None
+        return self._rows
 
     def load_all(self, on_progress: Callable[[int], None] | None = None) -> None:
         """Read the whole ``sim`` matrix into RAM (float16: Nc·Nv·2 bytes)."""
@@ -247,6 +263,9 @@ class TeacherCache:
         """Full ``sim`` rows for sorted unique row indices (float16)."""
         if self._sim_ram is not None:
             return self._sim_ram[unique_rows]
+        rows = self._direct_rows()
+        if rows is not None:
+            return rows.read(unique_rows)
         ds = self._sim()
         lo, hi = int(unique_rows[0]), int(unique_rows[-1]) + 1
         if hi - lo <= 4 * unique_rows.size:  # dense request: one slab read is cheaper

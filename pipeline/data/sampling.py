@@ -22,13 +22,15 @@ a brute-force "decode every frame in Python, then sample" reference.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.video import DecodeError, decode_frames, probe
+from pipeline.data.seek import packet_index, seek_frames, worth_indexing
+from pipeline.data.video import DecodeError, VideoInfo, decode_frames, probe
 
 POLICIES = ("official", "exact_time", "uniform")
 
@@ -138,6 +140,7 @@ def sample_video(
     end: float | None = None,
     timeout: float = 300.0,
     honor_sar: bool = False,
+    seek: bool | None = None,
 ) -> SampledVideo:
     """Decode one video (or clip) once and apply a sampling policy (see the module docstring).
 
@@ -146,14 +149,22 @@ def sample_video(
     frame of the clip is decoded at the target size (the exact frame count is only known after
     decoding), then F are picked. ``timestamps`` are seconds from the clip's ``start`` (negative
     for ``official`` frames before it: the official loader starts at ``int(start)``).
-    ``honor_sar``: see :func:`pipeline.data.video.decode_frames`.
+    ``honor_sar``: see :func:`pipeline.data.video.decode_frames`. ``seek`` (``official`` only):
+    decode from the keyframe before each kept frame when that is exact and cheaper
+    (:mod:`pipeline.data.seek`; byte-identical frames); None = on unless the environment sets
+    ``TEACHCLIP_FRAMES_SEEK=0``.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy {policy!r}; expected one of {POLICIES}")
-    sampler = {"official": _sample_official, "exact_time": _sample_exact_time,
-               "uniform": _sample_uniform}[policy]
-    kept, n_decoded, seconds = sampler(path, max_frames, size, start, end, timeout,
-                                       honor_sar)
+    if seek is None:
+        seek = os.environ.get("TEACHCLIP_FRAMES_SEEK", "1") != "0"
+    if policy == "official":
+        kept, n_decoded, seconds = _sample_official(path, max_frames, size, start, end, timeout,
+                                                    honor_sar, seek)
+    else:
+        sampler = {"exact_time": _sample_exact_time, "uniform": _sample_uniform}[policy]
+        kept, n_decoded, seconds = sampler(path, max_frames, size, start, end, timeout,
+                                           honor_sar)
     frames, mask = pad_frames(kept, max_frames)
     timestamps = np.full(max_frames, np.nan, dtype=np.float32)
     timestamps[: len(kept)] = seconds[:max_frames]
@@ -173,19 +184,31 @@ def _probe_fps(path: str | Path, timeout: float) -> Fraction:
 
 def _sample_official(
     path: str | Path, max_frames: int, size: int, start: float | None, end: float | None,
-    timeout: float, honor_sar: bool = False,
+    timeout: float, honor_sar: bool = False, seek: bool = True,
 ) -> Sampled:
     """The official loader's frames (module docstring), addressed by frame number as it does.
 
     Decoding starts at the file's first frame and ``trim`` drops frames before ``first·k`` (no
     time-based seek, whose result would depend on timestamps and on the frame rate ffmpeg prints
-    rounded), then every k-th frame; ffmpeg stops after the last second's frame.
+    rounded), then every k-th frame; ffmpeg stops after the last second's frame. With ``seek``,
+    the same frame numbers are first tried from the keyframes before them (:func:`_seek_official`).
     """
-    fps = _probe_fps(path, timeout)
+    info = probe(path, timeout=timeout)
+    if info.fps is None:
+        raise DecodeError(path, "could not determine the frame rate")
+    fps = info.fps
     stride = official_stride(fps)
     seconds = official_seconds(start, end)
     count = None if seconds.last is None else seconds.last - seconds.first + 1
     first_frame = seconds.first * stride
+    offset = start if start is not None and start > 0 else 0.0
+    sought = None
+    if seek and _seek_may_pay(info, stride, first_frame, count, max_frames):
+        sought = _seek_official(path, first_frame, stride, count, max_frames, size, timeout,
+                                honor_sar)
+    if sought is not None:
+        frames, n_one_fps, keep = sought
+        return frames, n_one_fps, (first_frame + keep * stride) / float(fps) - offset
     try:
         decoded = decode_frames(path, size=size, every_nth=stride, first_frame=first_frame,
                                 max_output_frames=count, timeout=timeout, honor_sar=honor_sar)
@@ -196,8 +219,41 @@ def _sample_official(
                           f"{seconds.first}..{seconds.last} (frames from {first_frame} on), "
                           f"past the end of the video", exc.stderr_tail) from exc
     keep = select_evenly(len(decoded), max_frames)
-    offset = start if start is not None and start > 0 else 0.0
     return decoded[keep], len(decoded), (first_frame + keep * stride) / float(fps) - offset
+
+
+def _seek_may_pay(info: VideoInfo, stride: int, first_frame: int, count: int | None,
+                  max_frames: int) -> bool:
+    """The probe's estimate (duration × fps) for :func:`pipeline.data.seek.worth_indexing`."""
+    if info.duration is None or info.fps is None or not info.width or not info.height:
+        return False
+    n_frames = info.duration * float(info.fps)
+    n_one_fps = max(0.0, n_frames - first_frame) / stride
+    if count is not None:
+        n_one_fps = min(n_one_fps, count)
+    return worth_indexing(n_frames, info.width * info.height, n_one_fps, max_frames)
+
+
+def _seek_official(
+    path: str | Path, first_frame: int, stride: int, count: int | None, max_frames: int,
+    size: int, timeout: float, honor_sar: bool,
+) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """(kept frames, 1 fps frames the plain path decodes, kept positions) by keyframe seeking,
+    or None where that is not exact or not cheaper. The frame count comes from the packets, so
+    ``n_decoded`` and the linspace are the plain path's."""
+    index = packet_index(path, timeout=timeout)
+    if index is None:
+        return None
+    n_one_fps = len(range(first_frame, len(index.pts), stride))
+    if count is not None:
+        n_one_fps = min(n_one_fps, count)
+    if n_one_fps == 0:
+        return None
+    keep = select_evenly(n_one_fps, max_frames)
+    frames = seek_frames(path, index, first_frame + keep * stride,
+                         plain_frames=first_frame + (n_one_fps - 1) * stride + 1, size=size,
+                         timeout=timeout, honor_sar=honor_sar)
+    return None if frames is None else (frames, n_one_fps, keep)
 
 
 def _sample_exact_time(

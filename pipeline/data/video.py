@@ -48,7 +48,13 @@ class DecodeError(TeachclipError):
         super().__init__(f"{self.path}: {reason}{detail}")
 
 
+_ADDRESS_RE = re.compile(r" @ 0x[0-9a-fA-F]+")
+
+
 def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
+    """Last lines of ffmpeg's log, without the ``[in#0 @ 0x55…]`` memory addresses: the reasons
+    are stored in frames.h5, which must be the same bytes on every run (DVC hashes it)."""
+    text = _ADDRESS_RE.sub("", text)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     tail = " | ".join(lines[-4:])
     return tail[-limit:]
