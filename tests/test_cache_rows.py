@@ -42,10 +42,13 @@ def test_direct_equals_h5py_and_reads_runs(tmp_path: Path, data: dict) -> None: 
 def test_environment_switch(tmp_path: Path, data: dict,  # noqa: F811
                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write_full(tmp_path / "t.h5", data)
+    # default: checksummed reads through HDF5; direct rows only when asked for
+    monkeypatch.delenv("TEACHCLIP_CACHE_READER", raising=False)
+    assert TeacherCache(path)._direct_rows() is None
+    monkeypatch.setenv("TEACHCLIP_CACHE_READER", "direct")
+    assert TeacherCache(path)._direct_rows() is not None
     monkeypatch.setenv("TEACHCLIP_CACHE_READER", "h5py")
     assert TeacherCache(path)._direct_rows() is None
-    monkeypatch.delenv("TEACHCLIP_CACHE_READER")
-    assert TeacherCache(path)._direct_rows() is not None
 
 
 def test_virtual_dataset_over_shards(tmp_path: Path, data: dict) -> None:  # noqa: F811

@@ -45,9 +45,9 @@ class TeacherCache:
     ``__init__`` through a short-lived handle; the ``sim`` handle is opened lazily in the process
     that first needs it and dropped on pickling, because h5py handles neither pickle nor survive
     a fork (pytorch#11929). ``load_all=True`` keeps ``sim`` in RAM (float16) when it fits.
-    Otherwise rows are read straight from the file (:mod:`pipeline.cache.rows`, ~20× faster
-    than h5py per row) where the layout allows; ``direct=False`` (or the environment's
-    ``TEACHCLIP_CACHE_READER=h5py``) reads through h5py.
+    Otherwise rows are read through h5py, each chunk's checksum verified; ``direct=True`` (or
+    the environment's ``TEACHCLIP_CACHE_READER=direct``) reads them straight from the file
+    (:mod:`pipeline.cache.rows`, faster per row, checksums not verified per read).
     """
 
     def __init__(self, path: str | Path, *, load_all: bool = False,

@@ -18,7 +18,8 @@ non-native dtype, a chunk not allocated, a virtual source that cannot be opened)
 :meth:`DirectRows.open` returns None and the caller reads through h5py. What this path skips:
 HDF5's fletcher32 verification on each read (the checksums are verified when the writer
 finalises and by ``teachclip cache verify``, which read through HDF5; a training read trusts
-them). Set ``TEACHCLIP_CACHE_READER=h5py`` to read through HDF5 anyway.
+them). It is therefore opt-in: ``TEACHCLIP_CACHE_READER=direct``; the default reads through
+HDF5, checksum verified.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ _RAW_FILTERS = {int(h5py.h5z.FILTER_FLETCHER32)}
 
 
 def direct_reading_enabled() -> bool:
-    """False when ``TEACHCLIP_CACHE_READER=h5py`` asks for HDF5's own (checksummed) reads."""
-    return os.environ.get("TEACHCLIP_CACHE_READER", "direct").strip().lower() != "h5py"
+    """True only when ``TEACHCLIP_CACHE_READER=direct`` asks for it.
+
+    Why opt-in: the direct path skips HDF5's fletcher32 check on each read, and a damaged chunk
+    must fail the read that meets it (docs/checks.md). ``student train`` re-checks every cache
+    whole before its first step, so opting in is safe against damage present at start.
+    """
+    return os.environ.get("TEACHCLIP_CACHE_READER", "h5py").strip().lower() == "direct"
 
 
 def _raw_layout(ds: h5py.Dataset) -> bool:
