@@ -8,8 +8,8 @@ frames' ``load_all``, :func:`pipeline.train.data_loading.build_training_items` w
 tokenizer, :class:`~pipeline.train.data_loading.GlobalBatchDataset` through ``epoch_loader``) on
 MSR-VTT-9k's train split: 9,000 videos × 20 captions, a real-size 180,000 × 9,000 teacher cache
 and a frames.h5 of 12 frames per video, each configuration in a fresh process. The model is not
-built: its memory does not depend on ``in_memory`` (ViT-B/32 student + AdamW state: ~151M
-parameters × 16 bytes ≈ 2.3 GiB on the host before moving to a GPU).
+built: its memory does not depend on ``in_memory`` (ViT-B/32 student with seqTransf + AdamW
+state: ~164M parameters × 16 bytes ≈ 2.4 GiB, computed).
 
 Frames are ``--frame-sizes`` px (default 32 and 64) because 224 px frames of 9,000 videos are
 16.3 GB (uncompressed in RAM). The table's last rows extrapolate to 224 px, linearly in frame

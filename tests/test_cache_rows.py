@@ -13,6 +13,7 @@ from pipeline.cache.merge import merge_shards
 from pipeline.cache.reader import TeacherCache
 from pipeline.cache.rows import DirectRows
 from pipeline.cache.schema import shard_path
+from pipeline.errors import InputError
 from tests.test_teacher_cache import _fill, _write_full, _writer, data  # noqa: F401
 
 ROWS = np.array([0, 1, 2, 7, 8, 13, 21, 22])  # runs across chunk and block edges
@@ -98,3 +99,16 @@ def test_unwritten_chunk_or_partial_row_chunks_fall_back(tmp_path: Path) -> None
     with h5py.File(tmp_path / "x.h5", "r") as handle:
         assert DirectRows.open(handle["gap"], tmp_path / "x.h5") is None
         assert DirectRows.open(handle["narrow"], tmp_path / "x.h5") is None
+
+
+def test_truncated_file_is_an_input_error(tmp_path: Path) -> None:
+    _dataset(tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5", "r") as handle:
+        reader = DirectRows.open(handle["x"], tmp_path / "x.h5")
+    assert reader is not None
+    end = int(reader.row_offset[39])
+    with open(tmp_path / "x.h5", "r+b") as handle:
+        handle.truncate(end + 4)
+    with pytest.raises(InputError, match="truncated") as info:
+        reader.read(np.array([39]))
+    assert info.value.file == str(tmp_path / "x.h5")

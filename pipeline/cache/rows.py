@@ -32,6 +32,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.errors import InputError
+
 _RAW_FILTERS = {int(h5py.h5z.FILTER_FLETCHER32)}
 
 
@@ -173,8 +175,11 @@ class DirectRows:
             got = os.preadv(fds[int(files[lo])], [flat[lo * row_bytes:hi * row_bytes]],
                             int(offsets[lo]))
             if got != want:
-                raise OSError(f"{self.paths[int(files[lo])]}: short read at byte "
-                              f"{int(offsets[lo])} ({got} of {want} bytes)")
+                raise InputError(
+                    f"teacher cache ends inside row {int(rows[lo])} (byte {int(offsets[lo])}: "
+                    f"{got} of {want} bytes read): the file is truncated, e.g. an unfinished "
+                    "copy; check it with `teachclip cache verify` and copy it again",
+                    file=self.paths[int(files[lo])])
         return out
 
     def close(self) -> None:

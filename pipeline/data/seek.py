@@ -5,23 +5,27 @@ plain path (:func:`pipeline.data.video.decode_frames` with ``first_frame``) gets
 every frame of the video. On a 120 s 720p H.264 that is 3,000 decodes for 12 kept frames, and
 decoding is nearly all of the frames stage's time (``bench/frames.py --peers``: PyAV and decord
 seek instead). Here a demux-only pass (ffmpeg stream copy into the ``framecrc`` muxer: no
-decoding, ~0.1 s for a 35 MB file) lists every packet's timestamp and keyframe flag; frame
-number ``n`` is the packet with the n-th smallest pts; each needed frame is decoded from the last
-safe keyframe at or before it. One ffmpeg process has one input per such keyframe, each seeking
-(``-ss`` before ``-i``) to just before that keyframe's pts, the same ``trim``/``framestep``/scale/
-crop filters as the plain path, and ``concat`` joins them.
+decoding, ~0.1 s for a 35 MB file) lists every packet's pts and keyframe flag; frame number
+``n`` is the packet with the n-th smallest pts; the needed frames are grouped by the last
+keyframe at or before each. One ffmpeg process has one input per group, each with ``-copyts
+-seek_timestamp 1 -noaccurate_seek -ss T`` aimed so the demuxer lands on that keyframe
+(:func:`_seek_time`), ``select`` keeps the group's frames by their pts, ``trim`` ends the input
+after the last one, the plain path's scale/crop filters follow, and ``concat`` joins the groups.
 
-Exactness: the result is byte-identical to the plain path (``tests/test_frames_seek.py`` compares
-them on H.264 with and without B-frames and open GOPs, HEVC, VP9, MPEG-4, 25/29.97/8 fps, clips
-with start/end, MP4/MKV/MPEG-TS). Seeking lands on the keyframe (or an earlier one) and ffmpeg's
-accurate seek drops every frame before the seek time, so the first frame out is the keyframe;
-frames decoded from a keyframe equal those decoded from the start because a safe keyframe starts
-a closed GOP (an H.264 IDR: checked with the ``filter_units`` bitstream filter, as H.264 marks
-open-GOP I frames as keyframes too) or, for the other allowed codecs, no later frame refers to a
-frame before it. :func:`seek_official_frames` returns None (the caller then decodes every frame)
-whenever an assumption could fail: an unknown codec, a packet without pts, duplicate pts, a packet
-flagged corrupt or discard (edit lists that cut frames), a stream not starting with a keyframe,
-a clip past the end, too little to gain, or a frame count that differs from the plan.
+Exactness: the frames are byte-identical to the plain path's (``tests/test_frames_seek.py``:
+H.264 with and without B-frames, HEVC, VP9, MPEG-4, MP4 and MKV, 8/25/29.97 fps, a start-time
+offset, clips with start/end, SAR, and the official loader's frame numbers). Selecting by pts
+finds each frame wherever the demuxer lands, as long as that is at or before the group's
+keyframe (landing later loses a frame, which the frame count catches). Frames decoded from a
+keyframe equal those decoded from the file's start when the keyframe is an H.264 IDR (checked
+with the ``filter_units`` bitstream filter, :func:`keyframes_safe`: H.264 flags open-GOP I frames
+as keyframes too) or, for HEVC/VP9/MPEG-4, because no frame shown after a keyframe refers to one
+before it. :func:`seek_frames` returns None (the caller then decodes every frame) whenever an
+assumption could fail: another codec or demuxer (MPEG-TS seeks to the next keyframe), a packet
+without pts or flagged corrupt or discard (edit lists that cut frames), duplicate pts, a stream
+not starting with a keyframe, a non-IDR H.264 keyframe, a clip past the end, too little to gain
+(:func:`worth_indexing` before the demux pass, :func:`worth_seeking` after it), or a frame count
+that differs from the plan.
 """
 
 from __future__ import annotations
