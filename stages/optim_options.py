@@ -1,4 +1,4 @@
-"""The optimiser options of the training commands (``teacher train``, ``student train``).
+"""The optimiser and run options of the training commands (``teacher train``, ``student train``).
 
 Why one place: both commands build the same :class:`OptimConfig` from the same options; written
 twice, the help texts and defaults drifted.
@@ -41,12 +41,7 @@ def optim_options(defaults: OptimConfig, *, afa: bool) -> Callable[[Any], Any]:
                      help="Clip the gradient norm to this value (0 = off)."),
     ]
 
-    def decorate(command: Any) -> Any:
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
+    return _stack(options)
 
 
 def optim_from(values: Mapping[str, Any]) -> OptimConfig:
@@ -57,3 +52,33 @@ def optim_from(values: Mapping[str, Any]) -> OptimConfig:
         weight_decay=values["weight_decay"], warmup_fraction=values["warmup_fraction"],
         grad_clip=values["grad_clip"],
     )
+
+
+def run_options(defaults: Any) -> Callable[[Any], Any]:
+    """Decorator adding --eval-split, --eval-batch-size, --log-every, --gradient-checkpointing
+    (``defaults``: the command's train config, for the default values)."""
+    options = [
+        click.option("--eval-split", default="val", show_default=True,
+                     help="Split for per-epoch validation and best-epoch selection "
+                          "('' = none)."),
+        click.option("--eval-batch-size", type=int, default=defaults.eval_batch_size,
+                     show_default=True, help="Texts/videos per batch during validation."),
+        click.option("--log-every", type=int, default=defaults.log_every, show_default=True,
+                     help="Write a train_log.tsv row every this many steps."),
+        click.option("--gradient-checkpointing/--no-gradient-checkpointing",
+                     default=defaults.gradient_checkpointing, show_default=True,
+                     help="Recompute CLIP activations in the backward pass (less memory, "
+                          "~30 % slower)."),
+    ]
+
+    return _stack(options)
+
+
+def _stack(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One decorator applying ``options`` in the order listed (as stacked ``@click.option``)."""
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

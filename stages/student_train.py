@@ -22,7 +22,7 @@ from pipeline.train.setup import OptimConfig
 from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
-from stages.optim_options import optim_from, optim_options
+from stages.optim_options import optim_from, optim_options, run_options
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -125,15 +125,7 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
                    "main process).")
 @click.option("--in-memory/--no-in-memory", default=_CFG.in_memory, show_default=True,
               help="Hold all frames (and caches) in RAM.")
-@click.option("--eval-split", default="val", show_default=True,
-              help="Split for per-epoch validation and best-epoch selection ('' = none).")
-@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True,
-              help="Texts/videos per batch during validation.")
-@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True,
-              help="Write a train_log.tsv row every this many steps.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=_CFG.gradient_checkpointing, show_default=True,
-              help="Recompute CLIP activations in the backward pass (less memory, ~30 % slower).")
+@run_options(_CFG)
 @click.option("--compile/--no-compile", "compile_step", default=_CFG.compile, show_default=True,
               help="torch.compile the training step (worth it on CUDA; first step compiles).")
 @click.pass_context

@@ -20,7 +20,7 @@ from pipeline.models.teachers import TEACHERS
 from pipeline.train.teacher import TeacherTrainConfig
 from pipeline.train.teacher_run import run_teacher_train
 from stages.groups import teacher
-from stages.optim_options import optim_from, optim_options
+from stages.optim_options import optim_from, optim_options, run_options
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -89,15 +89,7 @@ def resolve_kind(name: str, kind: str | None) -> str:
 @amp_option(default=_CFG.amp)
 @click.option("--workers", type=int, default=_CFG.workers, show_default=True,
               help="DataLoader worker processes reading frames.h5 (0 = in the main process).")
-@click.option("--eval-split", default="val", show_default=True,
-              help="Split for per-epoch validation and best-epoch selection ('' = none).")
-@click.option("--eval-batch-size", type=int, default=_CFG.eval_batch_size, show_default=True,
-              help="Texts/videos per batch during validation.")
-@click.option("--log-every", type=int, default=_CFG.log_every, show_default=True,
-              help="Write a train_log.tsv row every this many steps.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=_CFG.gradient_checkpointing, show_default=True,
-              help="Recompute CLIP activations in the backward pass (less memory, ~30 % slower).")
+@run_options(_CFG)
 @click.pass_context
 def train(ctx: click.Context, **values: Any) -> None:
     """Fine-tune teacher NAME from CLIP (rerun the same command to resume after a kill)."""

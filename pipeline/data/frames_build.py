@@ -162,15 +162,7 @@ def build_frames(
         todo = [tasks[row] for row in pending]
         _run(todo, config, writer, workers, on_progress)
         failures = writer.failures()
-        if len(failures) > max_failed_fraction * len(tasks):
-            shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
-            raise InputError(
-                f"{len(failures)} of {len(tasks)} videos failed to decode, more than "
-                f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
-                f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
-                "raise --max-failed-fraction to accept them as missing",
-                file=manifest.root,
-            )
+        check_failure_gate(failures, len(tasks), max_failed_fraction, manifest.root)
         digest = writer.finalize(attrs, final=out)
     return FramesReport(path=out, n_videos=len(tasks), n_ok=len(tasks) - len(failures),
                         n_resumed=n_resumed, n_decoded_now=len(todo), failures=failures,
@@ -195,3 +187,20 @@ def _run(todo: list[_Task], config: FramesConfig, writer: FramesWriter, workers:
                 on_progress(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_failure_gate(failures: Sequence[tuple[str, str]], n_videos: int,
+                       max_failed_fraction: float, where: Any) -> None:
+    """Refuse a frames file with more failed videos than ``max_failed_fraction`` allows.
+
+    Shared by the one-process stage and the merge of torchrun shards, so both gate alike.
+    """
+    if len(failures) > max_failed_fraction * n_videos:
+        shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
+        raise InputError(
+            f"{len(failures)} of {n_videos} videos failed to decode, more than "
+            f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
+            f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
+            "raise --max-failed-fraction to accept them as missing",
+            file=where,
+        )

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_output
-from pipeline.data.frames_build import FramesConfig, FramesReport, build_frames, frames_attrs
+from pipeline.data.frames_build import (
+    FramesConfig,
+    FramesReport,
+    build_frames,
+    check_failure_gate,
+    frames_attrs,
+)
 from pipeline.data.frames_store import FramesWriter
 from pipeline.data.manifest import SPLITS, Manifest
 from pipeline.distributed import DistInfo, barrier, gather_no_grad
@@ -160,15 +166,7 @@ def merge_shards(manifest: Manifest, out: str | Path, config: FramesConfig, worl
             for shard in shards:
                 _copy_shard(writer, shard, row_of)
             failures = writer.failures()
-            if len(failures) > max_failed_fraction * len(ids):
-                shown = "; ".join(f"{vid}: {why}" for vid, why in failures[:3])
-                raise InputError(
-                    f"{len(failures)} of {len(ids)} videos failed to decode, more than "
-                    f"--max-failed-fraction {max_failed_fraction:g} allows (params: frames: "
-                    f"max_failed_fraction); first: {shown}. Fix or drop those videos, or "
-                    "raise --max-failed-fraction to accept them as missing",
-                    file=manifest.root,
-                )
+            check_failure_gate(failures, len(ids), max_failed_fraction, manifest.root)
             digest = writer.finalize(attrs)
     for shard in shards:
         shard.unlink()
