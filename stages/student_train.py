@@ -113,6 +113,11 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
               help="Frame-level loss between AFA weights and teacher relevance R.")
 @click.option("--beta", type=float, default=_CFG.beta, show_default=True,
               help="Distillation temperature dividing student and teacher logits.")
+@click.option("--relevance-temperature", type=float, default=_CFG.relevance_temperature,
+              show_default=True,
+              help="Divides the caches' frame relevance logits before the softmax of the fine "
+                   "target (1 = official; < 1 sharpens a near-uniform relevance, see `teachclip "
+                   "cache info`).")
 @click.option("--loss-weights", default=None,
               help="gt,coarse,fine weights (default: method §4 for the coarse method).")
 @optim_options(_OPT, afa=True)
@@ -137,7 +142,8 @@ def train(ctx: click.Context, **values: Any) -> None:
         student=StudentConfig(temporal=values["temporal"], aggregation=values["aggregation"]),
         optim=optim_from(values),
         max_words=values["max_words"], coarse=values["coarse"], fine=values["fine"],
-        beta=values["beta"], loss_weights=parse_loss_weights(values["loss_weights"]),
+        beta=values["beta"], relevance_temperature=values["relevance_temperature"],
+        loss_weights=parse_loss_weights(values["loss_weights"]),
         seed=values["seed"], amp=values["amp"], workers=values["workers"],
         in_memory=values["in_memory"], eval_batch_size=values["eval_batch_size"],
         log_every=values["log_every"], gradient_checkpointing=values["gradient_checkpointing"],

@@ -64,8 +64,13 @@ def make_frames(path: Path, video_ids: Sequence[str], seed: int = 0,
 
 def make_cache(path: Path, manifest: Manifest, frames: FramesReader, *, seed: int = 0,
                max_frames: int = F, frames_digest: str | None = None,
-               drop_caption: str | None = None, max_words: int = MAX_WORDS) -> Path:
-    """A finished teacher cache with random scores for the train split."""
+               drop_caption: str | None = None, max_words: int = MAX_WORDS,
+               relevance_scale: float = 1.0) -> Path:
+    """A finished teacher cache with random scores for the train split.
+
+    ``relevance_scale`` multiplies the stored relevance logits (the same cache read at
+    temperature ``1 / relevance_scale``).
+    """
     rng = np.random.default_rng(seed)
     train = manifest.split("train")
     caption_ids = [c for c in train.captions["caption_id"] if c != drop_caption]
@@ -81,7 +86,7 @@ def make_cache(path: Path, manifest: Manifest, frames: FramesReader, *, seed: in
                                 meta=meta, block_rows=4)
     n = len(caption_ids)
     sim = (rng.normal(size=(n, len(video_ids))) * 10).astype(np.float32)
-    rel = rng.normal(size=(n, max_frames)).astype(np.float32)
+    rel = (rng.normal(size=(n, max_frames)) * relevance_scale).astype(np.float32)
     mask = np.ones((n, max_frames), dtype=bool)
     for b in writer.pending_blocks():
         s, e = writer.block_range(b)

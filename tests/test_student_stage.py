@@ -157,3 +157,38 @@ def test_same_seed_same_weights_with_a_pretrained_clip_directory(world: dict,
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert not torch.equal(a.afa.frame_linear.weight, c.afa.frame_linear.weight)
+
+
+def test_relevance_temperature_divides_the_cached_relevance_logits(world: dict,
+                                                                   tmp_path: Path) -> None:
+    # reading a cache at temperature T trains exactly like reading one whose stored relevance
+    # logits are already divided by T: the knob touches the fine target and nothing else
+    sharp = make_cache(tmp_path / "sharp.h5", world["manifest"], world["frames"],
+                       relevance_scale=4.0)
+    frames = FramesReader(world["frames"].path)
+
+    def run(out: str, cache: Path, temperature: float) -> dict[str, torch.Tensor]:
+        run_student(config=_config(relevance_temperature=temperature), manifest=world["manifest"],
+                    frames=frames, cache_paths=[cache], out_dir=tmp_path / out,
+                    device=torch.device("cpu"), dist_info=DistInfo(), eval_split="")
+        model, extra = load_model(tmp_path / out / "model.pt")
+        assert extra["train_config"]["relevance_temperature"] == temperature
+        return model.state_dict()
+
+    at_quarter = run("quarter", world["cache"], 0.25)
+    pre_divided = run("divided", sharp, 1.0)
+    official = run("official", world["cache"], 1.0)
+    assert all(torch.allclose(at_quarter[k], pre_divided[k], atol=1e-6) for k in at_quarter)
+    assert any(not torch.allclose(at_quarter[k], official[k], atol=1e-4) for k in at_quarter)
+
+
+@pytest.mark.parametrize("temperature", ["0", "-1"])
+def test_relevance_temperature_must_be_positive(world: dict, tmp_path: Path,
+                                                temperature: str) -> None:
+    out = tmp_path / "bad"
+    result = CliRunner().invoke(main, [*_base_args(world, out), "--epochs", "1", "--cache",
+                                       str(world["cache"]), "--relevance-temperature",
+                                       temperature])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "--relevance-temperature must be > 0" in result.output
+    assert not out.exists()

@@ -42,6 +42,10 @@ class StudentTrainConfig:
     coarse: str = "pear"
     fine: str = "ce"
     beta: float = 1.0
+    #: Divides the cached relevance logits before their softmax (method §4 fine target). 1 is the
+    #: official reading; the official teachers' relevance is a softmax over cosines at
+    #: temperature 1, which is nearly uniform over frames, so < 1 sharpens it without rescoring.
+    relevance_temperature: float = 1.0
     loss_weights: tuple[float, float, float] | None = None
     seed: int = 42
     amp: str = "none"
@@ -105,7 +109,9 @@ def student_loss_step(
             raise ValueError("distillation needs frame weights: use aggregation 'afa'")
         weights = gather_with_grad(weights.float())
         for target in batch["teachers"]:
-            relevance = masked_softmax(target["relevance_logits"].float(), target["relevance_mask"])
+            relevance = masked_softmax(
+                target["relevance_logits"].float() / config.relevance_temperature,
+                target["relevance_mask"])
             teachers.append(TeacherTargets(target["logits"], relevance))
     parts = teachclip_loss(
         logits, weights, teachers, coarse=config.coarse, fine=config.fine, beta=config.beta,

@@ -104,6 +104,9 @@ def run_student(
     if config.loss_weights is not None and len(config.loss_weights) != 3:
         raise InputError(f"loss weights need 3 values (gt, coarse, fine), got "
                          f"{config.loss_weights}")
+    if not config.relevance_temperature > 0:
+        raise InputError(f"--relevance-temperature must be > 0, got "
+                         f"{config.relevance_temperature}")
     caches = open_caches(cache_paths, manifest=manifest, frames=frames,
                          max_words=config.max_words, in_memory=config.in_memory)
     if caches and config.student.aggregation != "afa":
