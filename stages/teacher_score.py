@@ -47,6 +47,10 @@ from stages.params import apply_entry, named_entry, paths_of, root_params
               help="Caption rows per resumable block [default: ~1024, whole chunks].")
 @click.option("--chunk-pairs", type=int, default=DEFAULT_CHUNK_PAIRS, show_default=True,
               help="Pairs the head scores at once (memory vs speed).")
+@click.option("--fold-model", "fold_models", multiple=True, type=click.Path(),
+              help="Cross-fit the soft labels: the K fold teachers (`teacher train --folds K "
+                   "--fold k`), in fold order; each caption is scored by the one that never "
+                   "saw its video (repeat K times; metrics still from --model).")
 @DEVICE_OPTION
 @amp_option(help="Autocast for the encoders, bf16 or fp16 on a GPU (the head's softmaxes stay "
                  "float32); none = float32.")
@@ -74,6 +78,7 @@ def score(ctx: click.Context, **values: Any) -> None:
                 metrics_split=values["metrics_split"], batch_size=values["batch_size"],
                 block_rows=values["block_rows"], chunk_pairs=values["chunk_pairs"],
                 amp=values["amp"], on_start=start, on_progress=bar.update,
+                fold_models=tuple(values["fold_models"]),
             )
     finally:
         cleanup()

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from pipeline.data.folds import check_fold
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
@@ -85,6 +86,11 @@ def resolve_kind(name: str, kind: str | None) -> str:
 @optim_options(_OPT, afa=False)
 @click.option("--seed", type=int, default=_CFG.seed, show_default=True,
               help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
+@click.option("--folds", type=int, default=_CFG.folds, show_default=True,
+              help="Cross-fitting: K >= 2 trains fold teacher --fold on the train videos "
+                   "outside that fold (0 = the ordinary teacher).")
+@click.option("--fold", type=int, default=_CFG.fold, show_default=True,
+              help="Which of the --folds folds this teacher leaves out (0..K-1).")
 @DEVICE_OPTION
 @amp_option(default=_CFG.amp)
 @click.option("--workers", type=int, default=_CFG.workers, show_default=True,
@@ -105,7 +111,9 @@ def train(ctx: click.Context, **values: Any) -> None:
         amp=values["amp"], workers=values["workers"],
         eval_batch_size=values["eval_batch_size"], log_every=values["log_every"],
         gradient_checkpointing=values["gradient_checkpointing"],
+        folds=values["folds"], fold=values["fold"],
     )
+    check_fold(config.folds, config.fold)
     out = values["out"] or f"{paths_of(root_params(ctx))['teachers']}/{name}/model"
     dist_info = init_distributed(device_type(values["device"]))
     try:

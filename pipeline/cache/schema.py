@@ -102,6 +102,10 @@ class CacheMeta:
     relevance_temperature: float = 1.0
     teacher_config: dict[str, Any] = field(default_factory=dict)
     package_version: str = __version__
+    #: Cross-fitting (:mod:`pipeline.data.folds`): K fold teachers scored the rows (0 = the
+    #: teacher of ``checkpoint_sha256`` scored every row), with these checkpoints, comma-joined.
+    cross_fit_folds: int = 0
+    fold_checkpoints_sha256: str = ""
 
     def to_attrs(self) -> dict[str, Any]:
         """HDF5 attribute values (teacher config as canonical JSON)."""
@@ -113,6 +117,7 @@ class CacheMeta:
         data["logit_scale"] = float(data["logit_scale"])
         data["relevance_temperature"] = float(data["relevance_temperature"])
         data["official_masking"] = bool(data["official_masking"])
+        data["cross_fit_folds"] = int(data["cross_fit_folds"])
         return data
 
     @classmethod
@@ -129,6 +134,8 @@ class CacheMeta:
             relevance_temperature=float(attrs["relevance_temperature"]),
             teacher_config=json.loads(str(attrs["teacher_config_json"])),
             package_version=str(attrs["package_version"]),
+            cross_fit_folds=int(attrs.get("cross_fit_folds", 0)),
+            fold_checkpoints_sha256=str(attrs.get("fold_checkpoints_sha256", "")),
         )
 
 

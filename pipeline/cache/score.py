@@ -21,7 +21,7 @@ start at the block's first row, every rank encodes all videos in the same batche
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,41 @@ def _score_block(teacher: Teacher, text: dict[str, torch.Tensor],
             rel_mask.bool().cpu().numpy())
 
 
+def _row_folds(items: EvalSet, fold_teachers: Sequence[Teacher],
+               caption_fold: np.ndarray | None) -> np.ndarray:
+    """Which scorer takes each caption row: its fold when cross-fitting, else scorer 0."""
+    if not fold_teachers:
+        return np.zeros(len(items.caption_ids), dtype=np.int64)
+    if caption_fold is None or len(caption_fold) != len(items.caption_ids):
+        raise ValueError("cross-fitting needs the fold of every caption row")
+    folds = np.asarray(caption_fold, dtype=np.int64)
+    if folds.min() < 0 or folds.max() >= len(fold_teachers):
+        raise ValueError(f"caption folds must be in 0..{len(fold_teachers) - 1}")
+    return folds
+
+
+def _score_rows(scorers: Sequence[Teacher], videos: Sequence[dict[str, torch.Tensor]],
+                row_fold: np.ndarray, ids: np.ndarray, mask: np.ndarray, own_cols: np.ndarray,
+                device: torch.device, batch_size: int, autocast: Autocast | None,
+                chunk_pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block's rows, each scored by the scorer of its fold (one scorer: every row)."""
+    parts = []
+    for k, scorer in enumerate(scorers):
+        rows = np.flatnonzero(row_fold == k)
+        if rows.size:
+            text = encode_all_texts(scorer, ids[rows], mask[rows], device, batch_size, autocast)
+            parts.append((rows, _score_block(scorer, text, videos[k], own_cols[rows],
+                                             chunk_pairs)))
+    if len(parts) == 1 and len(parts[0][0]) == len(row_fold):
+        return parts[0][1]
+    first = parts[0][1]
+    out = tuple(np.empty((len(row_fold), *a.shape[1:]), dtype=a.dtype) for a in first)
+    for rows, arrays in parts:
+        for target, values in zip(out, arrays, strict=True):
+            target[rows] = values
+    return out  # type: ignore[return-value]
+
+
 @torch.no_grad()
 def score_teacher(
     teacher: Teacher,
@@ -146,6 +181,8 @@ def score_teacher(
     on_mismatch: str = "error",
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    fold_teachers: Sequence[Teacher] = (),
+    caption_fold: np.ndarray | None = None,
 ) -> ScoreResult:
     """Write the teacher cache of ``split`` to ``out_path`` (resuming its ``.tmp`` if present).
 
@@ -155,6 +192,10 @@ def score_teacher(
     before the merged file exists. ``on_start`` gets the number of caption rows still to score
     here, ``on_progress`` the rows just written. ``autocast`` applies to the encoders only: the
     head's temperature-0.01 softmaxes stay in float32.
+
+    Cross-fitting: with ``fold_teachers`` (fold teacher k never trained on fold k's videos) each
+    caption row is scored by ``fold_teachers[caption_fold[row]]`` against every video; ``teacher``
+    then only supplies the checks (F, L, resolution), and ``meta`` must say so.
     """
     out_path = Path(out_path)
     _check_frames(teacher, frames)
@@ -180,16 +221,17 @@ def score_teacher(
         if on_start is not None:
             on_start(sum(stop - start for start, stop in map(writer.block_range, pending)))
         if pending:
-            videos = encode_all_videos(teacher, frames, items.frame_rows, device, batch_size,
-                                       autocast)
+            scorers = list(fold_teachers) or [teacher]
+            row_fold = _row_folds(items, fold_teachers, caption_fold)
+            videos = [encode_all_videos(t, frames, items.frame_rows, device, batch_size,
+                                        autocast) for t in scorers]
             ids, mask = tokenizer.encode(items.texts, words)
             ids, mask = np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.int64)
             for block in pending:
                 start, stop = writer.block_range(block)
-                text = encode_all_texts(teacher, ids[start:stop], mask[start:stop], device,
-                                        batch_size, autocast)
-                sim, rel, rel_mask = _score_block(teacher, text, videos,
-                                                  items.caption_video[start:stop], chunk_pairs)
+                sim, rel, rel_mask = _score_rows(
+                    scorers, videos, row_fold[start:stop], ids[start:stop], mask[start:stop],
+                    items.caption_video[start:stop], device, batch_size, autocast, chunk_pairs)
                 writer.write_block(block, sim, rel, rel_mask)
                 pairs += (stop - start) * len(items.video_ids)
                 if on_progress is not None:

@@ -9,11 +9,12 @@ a kill resumes the pending row blocks.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.atomic import SUMMARY_FILE, publish_dir, sha256_file, tmp_path_for, write_json_atomic
@@ -21,10 +22,12 @@ from pipeline.cache.score import (
     ScoreResult,
     cache_meta,
     score_teacher,
+    scoring_set,
     shard_files,
     teacher_test_metrics,
     write_metrics,
 )
+from pipeline.data.folds import train_folds
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
@@ -41,11 +44,60 @@ METRICS_FILE = "metrics.json"
 
 def load_teacher(model: str | Path, device: torch.device) -> tuple[Teacher, Path, str]:
     """(teacher in eval mode on ``device``, checkpoint file, its sha256) from a dir or file."""
+    teacher, path, sha, _extra = _load_teacher_extra(model, device)
+    return teacher, path, sha
+
+
+def _load_teacher_extra(model: str | Path, device: torch.device
+                        ) -> tuple[Teacher, Path, str, dict[str, Any]]:
     path = resolve_model_path(model)
-    loaded, _ = load_model(path)
+    loaded, extra = load_model(path)
     if not isinstance(loaded, Teacher):
         raise InputError(f"checkpoint holds a {loaded.kind!r} model, not a teacher", file=path)
-    return loaded.to(device).eval(), path, sha256_file(path)
+    return loaded.to(device).eval(), path, sha256_file(path), dict(extra or {})
+
+
+def load_fold_teachers(models: Sequence[str | Path], teacher: Teacher, manifest: Manifest,
+                       split: str, device: torch.device) -> tuple[list[Teacher], list[str]]:
+    """The K fold teachers of a cross-fitted cache, in fold order, checked against each other.
+
+    Each checkpoint must say (``teacher train --folds K --fold k``) that it is fold k of K, with
+    K = the number given, the same kind, L and F as ``teacher``; cross-fitting scores the train
+    split only (the folds are over train videos).
+    """
+    if split != "train":
+        raise InputError(f"--fold-model cross-fits the train split's soft labels; got --split "
+                         f"{split!r}")
+    if len(models) < 2:
+        raise InputError(f"cross-fitting needs K >= 2 fold teachers, got {len(models)} "
+                         "--fold-model")
+    teachers, shas = [], []
+    for k, model in enumerate(models):
+        fold_teacher, path, sha, extra = _load_teacher_extra(model, device)
+        where = (int(extra.get("folds", 0) or 0), int(extra.get("fold", 0) or 0))
+        if where != (len(models), k):
+            raise InputError(
+                f"--fold-model number {k + 1} is fold {where[1]} of {where[0]} (0 = not a fold "
+                f"teacher), expected fold {k} of {len(models)}: give the fold models in fold "
+                f"order, trained with `teacher train --folds {len(models)} --fold {k}`", file=path)
+        for what, mine, theirs in (("kind", fold_teacher.kind, teacher.kind),
+                                   ("max_words (L)", fold_teacher.max_words, teacher.max_words),
+                                   ("max_frames (F)", fold_teacher.max_frames,
+                                    teacher.max_frames)):
+            if mine != theirs:
+                raise InputError(f"fold teacher {k} has {what} {mine!r}, the teacher "
+                                 f"{theirs!r}: train every fold like the teacher", file=path)
+        teachers.append(fold_teacher)
+        shas.append(sha)
+    train_folds(manifest, len(models))  # refuses fewer train videos than folds
+    return teachers, shas
+
+
+def caption_folds(manifest: Manifest, caption_video_ids: Sequence[str], folds: int
+                  ) -> np.ndarray:
+    """The fold of every caption row (its video's fold)."""
+    assignment = train_folds(manifest, folds)
+    return np.array([assignment[str(v)] for v in caption_video_ids], dtype=np.int64)
 
 
 @dataclass
@@ -75,17 +127,31 @@ def run_teacher_score(
     amp: str = "none",
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    fold_models: Sequence[str | Path] = (),
 ) -> TeacherScoreRun:
     """Score ``split`` into ``out_dir/cache.h5`` and measure the teacher on ``metrics_split``.
 
     Rerunning after a kill resumes the pending row blocks (a tmp file from another checkpoint or
     other inputs is discarded: its provenance attributes differ). ``metrics_split=""`` skips the
     metrics. Under torchrun every rank scores its blocks; rank 0 merges, measures and publishes.
+    ``fold_models`` (K fold teachers, fold order) cross-fit the soft labels: each caption is
+    scored by the fold teacher that never saw its video (:mod:`pipeline.data.folds`); the
+    teacher's own metrics still come from ``model``.
     """
     out = Path(out_dir)
     work = tmp_path_for(out)
     teacher, ckpt, ckpt_sha = load_teacher(model, device)
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
+    fold_teachers: list[Teacher] = []
+    row_folds = None
+    if fold_models:
+        fold_teachers, fold_shas = load_fold_teachers(fold_models, teacher, manifest, split,
+                                                      device)
+        meta = replace(meta, cross_fit_folds=len(fold_teachers),
+                       fold_checkpoints_sha256=",".join(fold_shas))
+        items = scoring_set(manifest, frames, split)
+        row_folds = caption_folds(manifest, [items.video_ids[c] for c in items.caption_video],
+                                  len(fold_teachers))
     tokenizer = ClipTokenizer.default()
     autocast = (lambda: autocast_context(device, amp)) if amp != "none" else None
     with output_lock(out, enabled=dist_info.is_main):
@@ -94,7 +160,8 @@ def run_teacher_score(
             tokenizer=tokenizer, device=device, split=split, batch_size=batch_size,
             block_rows=block_rows, chunk_pairs=chunk_pairs, rank=dist_info.rank,
             world=dist_info.world_size, autocast=autocast, on_mismatch="restart",
-            on_start=on_start, on_progress=on_progress,
+            on_start=on_start, on_progress=on_progress, fold_teachers=fold_teachers,
+            caption_fold=row_folds,
         )
         return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
                        name, split, metrics_split, tokenizer, device, batch_size, autocast)

@@ -48,6 +48,10 @@ class TeacherTrainConfig:
     log_every: int = 10
     select_metric: str = "R1"
     gradient_checkpointing: bool = False
+    #: Cross-fitting (:mod:`pipeline.data.folds`): ``folds`` = K >= 2 trains fold teacher
+    #: ``fold`` on the train videos outside fold ``fold``; 0 = the ordinary teacher.
+    folds: int = 0
+    fold: int = 0
 
 
 class TeacherStep(nn.Module):

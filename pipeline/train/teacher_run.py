@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from pipeline.atomic import tmp_path_for
+from pipeline.data.folds import check_fold, without_fold
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.locks import output_lock
@@ -46,14 +47,22 @@ def run_teacher_train(
     name: str | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> TeacherTrainRun:
-    """Fine-tune a teacher into ``out_dir`` (model.pt = best validation epoch); rank 0 writes."""
+    """Fine-tune a teacher into ``out_dir`` (model.pt = best validation epoch); rank 0 writes.
+
+    A fold teacher (``config.folds`` >= 2) trains on the train videos outside ``config.fold``;
+    the fingerprint and summary still name the whole manifest (the fold is in the config).
+    """
+    check_fold(config.folds, config.fold)
+    training_manifest = (without_fold(manifest, config.folds, config.fold) if config.folds
+                         else manifest)
     out = Path(out_dir)
     work = tmp_path_for(out)
     fingerprint = {"frames_digest": str(frames.digest), "manifest_digest": manifest.digest(),
                    "eval_split": eval_split}
     with output_lock(out, enabled=dist_info.is_main):
         teacher, result, info = train_teacher(
-            config=config, manifest=manifest, frames=frames, work_dir=work, device=device,
+            config=config, manifest=training_manifest, frames=frames, work_dir=work,
+            device=device,
             dist_info=dist_info, eval_split=eval_split, fingerprint=fingerprint,
             on_progress=on_progress,
         )
@@ -83,7 +92,8 @@ def _publish(out: Path, work: Path, teacher: Any, result: Any, info: dict[str, A
     }
     if dist_info.is_main:
         model = publish_trained(work, out, summary=summary,
-                                provenance={"role": "teacher", "name": summary["name"]})
+                                provenance={"role": "teacher", "name": summary["name"],
+                                            "folds": config.folds, "fold": config.fold})
         summary["official_masking"] = bool(getattr(model, "official_masking", False))
     barrier()
     del teacher
