@@ -29,6 +29,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.eval.metrics_file import provenance_path
+from pipeline.eval.model_eval import training_seed
 from pipeline.locks import output_lock
 from pipeline.models.checkpoint import load_model, resolve_model_path
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
@@ -39,13 +40,15 @@ CACHE_FILE = "cache.h5"
 METRICS_FILE = "metrics.json"
 
 
-def load_teacher(model: str | Path, device: torch.device) -> tuple[Teacher, Path, str]:
-    """(teacher in eval mode on ``device``, checkpoint file, its sha256) from a dir or file."""
+def load_teacher(model: str | Path, device: torch.device
+                 ) -> tuple[Teacher, Path, str, int | None]:
+    """(teacher in eval mode on ``device``, checkpoint file, its sha256, its training seed or
+    None when imported) from a dir or file."""
     path = resolve_model_path(model)
-    loaded, _ = load_model(path)
+    loaded, extra = load_model(path)
     if not isinstance(loaded, Teacher):
         raise InputError(f"checkpoint holds a {loaded.kind!r} model, not a teacher", file=path)
-    return loaded.to(device).eval(), path, sha256_file(path)
+    return loaded.to(device).eval(), path, sha256_file(path), training_seed(extra)
 
 
 @dataclass
@@ -84,7 +87,7 @@ def run_teacher_score(
     """
     out = Path(out_dir)
     work = tmp_path_for(out)
-    teacher, ckpt, ckpt_sha = load_teacher(model, device)
+    teacher, ckpt, ckpt_sha, seed = load_teacher(model, device)
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
     tokenizer = ClipTokenizer.default()
     autocast = (lambda: autocast_context(device, amp)) if amp != "none" else None
@@ -97,13 +100,15 @@ def run_teacher_score(
             on_start=on_start, on_progress=on_progress,
         )
         return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
-                       name, split, metrics_split, tokenizer, device, batch_size, autocast)
+                       name, split, metrics_split, tokenizer, device, batch_size, autocast,
+                       seed)
 
 
 def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
             result: ScoreResult, frames: Any, manifest: Manifest, dist_info: DistInfo,
             name: str | None, split: str, metrics_split: str, tokenizer: ClipTokenizer,
-            device: torch.device, batch_size: int, autocast: Any) -> TeacherScoreRun:
+            device: torch.device, batch_size: int, autocast: Any,
+            seed: int | None = None) -> TeacherScoreRun:
     """Rank 0: the teacher's own metrics, summary.json, stale files out, publish ``out``."""
     metrics = None
     cache_bytes = 0
@@ -113,6 +118,7 @@ def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
                 teacher, frames, manifest, tokenizer=tokenizer, device=device,
                 split=metrics_split, batch_size=batch_size, autocast=autocast,
                 name=name or out.name, checkpoint_sha256=ckpt_sha, model_path=ckpt,
+                seed=seed,
             )
             write_metrics(work / METRICS_FILE, metrics)
         keep = {CACHE_FILE, METRICS_FILE, provenance_path(METRICS_FILE).name, SUMMARY_FILE}
