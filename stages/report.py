@@ -4,6 +4,12 @@
 bars with seed error bars as a .png; ``--curves`` draws every model's validation R@1 and
 training loss from the ``val_log.tsv``/``train_log.tsv`` beside its checkpoint (found through the
 metrics' provenance file, or given with ``--logs``).
+
+``--paired MODEL=REFERENCE`` / ``--paired-default REFERENCE`` add each paired row's difference
+from its reference computed seed by seed (runs matched by the training seed in their provenance
+files): seed noise is as large as the distillation effects, so the student-vs-baseline question
+is answered by paired differences, not by two overlapping mean ± std cells. In a params file
+they are ``report: {paired: [MODEL=REFERENCE, ...], paired_default: REFERENCE}``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pipeline.eval.report import (
     ModelResult,
     load_results,
     markdown_table,
+    paired_differences,
     parse_spec,
+    resolve_pairs,
     write_plot_table,
 )
 from stages.groups import main
@@ -55,9 +63,18 @@ def _check_outputs(plots: tuple[str, ...], curves: str | None) -> None:
                    "seed; default: the folder of the model recorded in its provenance file).")
 @click.option("--spread", type=click.Choice(SPREADS), default="std", show_default=True,
               help="How several seeds are summarised: sample std or min–max.")
+@click.option("--paired", "paired", multiple=True, metavar="MODEL=REFERENCE",
+              help="Also show MODEL minus REFERENCE computed seed by seed (runs paired by the "
+                   "training seed in their provenance files): mean ± std, each seed's "
+                   "difference and the seeds MODEL wins; repeatable; overrides "
+                   "--paired-default for MODEL.")
+@click.option("--paired-default", default=None, metavar="REFERENCE",
+              help="Pair every student row (role student, e.g. each distilled student) with "
+                   "REFERENCE (e.g. the no-teacher baseline) unless --paired names it.")
 @click.pass_context
 def report(ctx: click.Context, specs: tuple[str, ...], out: str, plots: tuple[str, ...],
-           curves: str | None, log_specs: tuple[str, ...], spread: str) -> None:
+           curves: str | None, log_specs: tuple[str, ...], spread: str,
+           paired: tuple[str, ...], paired_default: str | None) -> None:
     """Write (and print) the results table; best value per column in bold.
 
     Everything that can fail (bad metrics, no matplotlib, no training logs) fails before the
@@ -68,18 +85,19 @@ def report(ctx: click.Context, specs: tuple[str, ...], out: str, plots: tuple[st
     if not specs:
         raise click.UsageError("give --metrics NAME=FILE (or a params file defining models)")
     results = load_results(specs)
+    diffs = paired_differences(results, resolve_pairs(results, paired, paired_default))
     pngs = [p for p in plots if Path(p).suffix.lower() == ".png"]
     if pngs or curves is not None:
         pyplot()
     runs = _curve_runs(results, curves, log_specs) if curves is not None else []
-    table = markdown_table(results, spread=spread)
+    table = markdown_table(results, spread=spread, paired=diffs)
     write_text_atomic(out, "# Results\n\n" + table)
     click.echo(table, nl=False)
     for plot in plots:
         if plot in pngs:
             results_chart(results, plot)
         else:
-            write_plot_table(plot, results)
+            write_plot_table(plot, results, paired=diffs)
     if curves is not None:
         curves_chart(runs, curves)
     click.echo(f"wrote {', '.join([out, *plots] + ([curves] if curves else []))}")

@@ -21,7 +21,8 @@ NUMBER_KEYS = {"R1", "R5", "R10", "R50", "MedianR", "MeanR", "v2t_R1", "v2t_R5",
                "v2t_R50", "v2t_MedianR", "v2t_MeanR"}
 PROVENANCE_KEYS = {"model", "kind", "role", "split", "n_queries", "v2t_n_queries", "n_videos",
                    "dropped_captions", "model_sha256", "model_path", "frames_digest",
-                   "manifest_digest"}
+                   "manifest_digest", "seed"}
+STUDENT_SEED = 5  # the training seed the fixture's student checkpoint records
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     student = Student(load_clip("tiny", seed=0))
     (root / "student").mkdir()
     save_model(root / "student" / "model.pt", student,
-               extra={"train_config": {"max_words": MAX_WORDS}, "role": "student"})
+               extra={"train_config": {"max_words": MAX_WORDS, "seed": STUDENT_SEED},
+                      "role": "student"})
     teacher = build_teacher("xclip", load_clip("tiny", seed=1), MAX_WORDS, F)
     save_model(root / "xclip.pt", teacher)
     return {"root": root}
@@ -58,6 +60,9 @@ def test_evaluate_writes_metrics(world: dict, tmp_path: Path, which: str) -> Non
     provenance = json.loads((tmp_path / "metrics.provenance.json").read_text())
     assert set(provenance) == PROVENANCE_KEYS
     assert provenance["model_path"] == str(model / "model.pt" if model.is_dir() else model)
+    # the training seed is provenance (report --paired pairs seeds by it); the teacher here
+    # records none, like an imported release
+    assert provenance["seed"] == (STUDENT_SEED if which == "student" else None)
     metrics = load_results([f"m={out}"])[0].runs[0]  # what report reads: both files merged
     assert metrics["n_queries"] == 15 and metrics["v2t_n_queries"] == 5
     assert metrics["kind"] == ("student" if which == "student" else "xclip")

@@ -41,6 +41,7 @@ from stages.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_ROWS = 4  # 16 train captions -> 4 blocks
+TEACHER_SEED = 7  # the training seed the tiny teacher's checkpoint records
 
 
 class SimulatedKill(Exception):
@@ -73,7 +74,8 @@ def make_inputs(root: Path, seed: int = 0) -> TinyInputs:
         for name in XCLIP_MATRICES:
             param = getattr(teacher.head, name)
             param.add_(0.1 * torch.randn(param.shape, generator=gen))
-    save_model(root / "model" / "model.pt", teacher.eval())
+    save_model(root / "model" / "model.pt", teacher.eval(),
+               extra={"train_config": {"seed": TEACHER_SEED}})
     return TinyInputs(root, root / "manifest", frames.path, root / "model")
 
 
@@ -162,6 +164,7 @@ def test_score_matches_teacher(tiny: TinyInputs, reference: Path) -> None:
     assert provenance["n_videos"] == 4 and provenance["model_sha256"] == sha256_file(
         tiny.model / "model.pt")
     assert Path(provenance["model_path"]) == tiny.model / "model.pt"
+    assert provenance["seed"] == TEACHER_SEED and "seed" not in metrics  # provenance only
 
 
 def test_killed_score_resumes_pending_blocks(tiny: TinyInputs, reference: Path,

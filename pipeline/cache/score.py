@@ -291,10 +291,12 @@ def teacher_test_metrics(
     name: str | None = None,
     checkpoint_sha256: str | None = None,
     model_path: str | Path | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The teacher's own retrieval metrics on ``split`` in the layout ``teachclip evaluate``
     writes (keys from :func:`pipeline.eval.metrics.retrieval_metrics`, role ``teacher``), so the
-    teacher's row appears in the results table next to the students it taught."""
+    teacher's row appears in the results table next to the students it taught. ``seed`` is the
+    teacher's training seed (None when imported), provenance for ``teachclip report --paired``."""
     _check_frames(teacher, frames)
     items = scoring_set(manifest, frames, split)
     warn_dropped(items, split, getattr(frames, "path", None))
@@ -311,6 +313,7 @@ def teacher_test_metrics(
         "dropped_captions": items.dropped_captions,
         "model_sha256": checkpoint_sha256,
         "model_path": str(model_path) if model_path is not None else None,
+        "seed": seed,
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},

@@ -32,6 +32,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.eval.metrics_file import provenance_path
+from pipeline.eval.model_eval import training_seed
 from pipeline.locks import output_lock
 from pipeline.models.checkpoint import load_model, resolve_model_path
 from pipeline.models.teachers.base import DEFAULT_CHUNK_PAIRS, Teacher
@@ -42,10 +43,12 @@ CACHE_FILE = "cache.h5"
 METRICS_FILE = "metrics.json"
 
 
-def load_teacher(model: str | Path, device: torch.device) -> tuple[Teacher, Path, str]:
-    """(teacher in eval mode on ``device``, checkpoint file, its sha256) from a dir or file."""
-    teacher, path, sha, _extra = _load_teacher_extra(model, device)
-    return teacher, path, sha
+def load_teacher(model: str | Path, device: torch.device
+                 ) -> tuple[Teacher, Path, str, int | None]:
+    """(teacher in eval mode on ``device``, checkpoint file, its sha256, its training seed or
+    None when imported) from a dir or file."""
+    teacher, path, sha, extra = _load_teacher_extra(model, device)
+    return teacher, path, sha, training_seed(extra)
 
 
 def _load_teacher_extra(model: str | Path, device: torch.device
@@ -140,7 +143,7 @@ def run_teacher_score(
     """
     out = Path(out_dir)
     work = tmp_path_for(out)
-    teacher, ckpt, ckpt_sha = load_teacher(model, device)
+    teacher, ckpt, ckpt_sha, seed = load_teacher(model, device)
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
     fold_teachers: list[Teacher] = []
     row_folds = None
@@ -164,13 +167,15 @@ def run_teacher_score(
             caption_fold=row_folds,
         )
         return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
-                       name, split, metrics_split, tokenizer, device, batch_size, autocast)
+                       name, split, metrics_split, tokenizer, device, batch_size, autocast,
+                       seed)
 
 
 def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
             result: ScoreResult, frames: Any, manifest: Manifest, dist_info: DistInfo,
             name: str | None, split: str, metrics_split: str, tokenizer: ClipTokenizer,
-            device: torch.device, batch_size: int, autocast: Any) -> TeacherScoreRun:
+            device: torch.device, batch_size: int, autocast: Any,
+            seed: int | None = None) -> TeacherScoreRun:
     """Rank 0: the teacher's own metrics, summary.json, stale files out, publish ``out``."""
     metrics = None
     cache_bytes = 0
@@ -180,6 +185,7 @@ def _finish(out: Path, work: Path, teacher: Teacher, ckpt: Path, ckpt_sha: str,
                 teacher, frames, manifest, tokenizer=tokenizer, device=device,
                 split=metrics_split, batch_size=batch_size, autocast=autocast,
                 name=name or out.name, checkpoint_sha256=ckpt_sha, model_path=ckpt,
+                seed=seed,
             )
             write_metrics(work / METRICS_FILE, metrics)
         keep = {CACHE_FILE, METRICS_FILE, provenance_path(METRICS_FILE).name, SUMMARY_FILE}

@@ -9,6 +9,7 @@ turns a model into "encode texts, encode videos, score" differs, chosen from the
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,20 @@ def load_retrieval_model(path: str | Path, device: torch.device) -> LoadedModel:
         max_words=max_words, max_frames=max_frames, image_size=int(model.clip.image_size),
         sha256=sha256_file(file), extra=extra,
     )
+
+
+def training_seed(extra: Mapping[str, Any]) -> int | None:
+    """The seed a checkpoint was trained with (``extra["train_config"]["seed"]``), else None.
+
+    Why recorded with the metrics: ``teachclip report --paired`` compares a student with its
+    no-teacher baseline seed by seed, since seed noise is as large as the effects measured; an
+    imported release records no training seed (None), and the report then pairs by position.
+    """
+    config = extra.get("train_config")
+    seed = config.get("seed") if isinstance(config, Mapping) else None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return None
+    return int(seed)
 
 
 def default_name(loaded: LoadedModel) -> str:
@@ -146,6 +161,7 @@ def evaluate_model(
         "dropped_captions": eval_set.dropped_captions,
         "model_sha256": loaded.sha256,
         "model_path": str(loaded.path),
+        "seed": training_seed(loaded.extra),
         "frames_digest": str(frames.digest),
         "manifest_digest": manifest.digest(),
         **{k: int(v) if k.endswith("n_queries") else v for k, v in metrics.items()},

@@ -4,6 +4,12 @@ Why seeds: retrieval numbers move by about a point between seeds (the top user c
 CLIP4Clip-family results is "cannot reproduce R@1"), so a student-vs-baseline comparison is only
 meaningful with the spread next to the mean. Spread = sample standard deviation (ddof 1) or
 min–max; the table says which.
+
+Why paired differences: the method's ablations compare a distilled student with the
+same-architecture student trained without a teacher, and seed noise (about one R@1 point) is as
+large as the effects. Two rows' unpaired spreads overstate how uncertain their difference is when
+both were trained with the same seeds, so a row can also show its difference from a reference
+model computed seed by seed (runs matched by the training seed in their provenance files).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.eval.metrics_file import read_metrics_files
+from pipeline.eval.metrics_file import provenance_path, read_metrics_files
 
 #: (metrics key, column title, decimals, higher is better)
 COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
@@ -30,6 +36,8 @@ COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
 )
 ROLE_ORDER = {"teacher": 0, "baseline": 1, "student": 2}
 SPREADS = ("std", "minmax")
+#: Metrics whose paired difference the markdown table shows (the TSV/CSV has every column's).
+PAIRED_TABLE_KEYS = ("R1", "v2t_R1")
 
 
 @dataclass
@@ -52,6 +60,44 @@ class ModelResult:
     def values(self, key: str) -> np.ndarray:
         """The metric over runs (NaN where a run lacks it)."""
         return np.array([float(r.get(key, math.nan)) for r in self.runs], dtype=np.float64)
+
+    def seeds(self) -> list[int | None]:
+        """Each run's training seed from its provenance (None: not recorded, e.g. imported).
+
+        Raises InputError naming the provenance file when a seed is not an integer, since
+        pairing runs by a mistyped seed would silently compare different runs.
+        """
+        out: list[int | None] = []
+        for run, source in zip(self.runs, self.sources, strict=True):
+            seed = run.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise InputError(f"provenance 'seed' of model {self.name!r} is {seed!r}, not an "
+                                 "integer", file=provenance_path(source))
+            out.append(seed)
+        return out
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """One model's per-seed differences (model − reference) in every column's metric.
+
+    ``seeds`` are the seeds the differences belong to, in order; None when the runs record no
+    training seed and were paired in the order given (the table note says so).
+    """
+
+    model: str
+    reference: str
+    seeds: tuple[int, ...] | None
+    diffs: dict[str, np.ndarray]
+
+    def stats(self, key: str, higher: bool) -> tuple[np.ndarray, float, float, int]:
+        """(finite differences, mean, sample std (0 for one seed), seeds where model is better)."""
+        diffs = self.diffs[key][~np.isnan(self.diffs[key])]
+        if diffs.size == 0:
+            return diffs, math.nan, math.nan, 0
+        wins = int((diffs > 0).sum() if higher else (diffs < 0).sum())
+        std = float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0
+        return diffs, float(diffs.mean()), std, wins
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
@@ -85,6 +131,108 @@ def load_results(specs: Sequence[str]) -> list[ModelResult]:
     return sorted(results, key=lambda r: ROLE_ORDER.get(r.role, 3))
 
 
+def _known_name(name: str, names: Sequence[str], where: str) -> str:
+    if name not in names:
+        raise InputError(f"{where} names model {name!r}, which no --metrics gives "
+                         f"(known: {', '.join(names)})")
+    return name
+
+
+def resolve_pairs(results: Sequence[ModelResult], paired: Sequence[str] = (),
+                  paired_default: str | None = None) -> dict[str, str]:
+    """model → reference from ``MODEL=REFERENCE`` specs, plus every student row (role
+    ``student``) paired with ``paired_default`` unless a spec names it.
+
+    Why only students by default: the question the ablations ask is "does the teacher help this
+    student?"; teachers and baselines are the references, not the rows being judged.
+    """
+    names = [r.name for r in results]
+    pairs: dict[str, str] = {}
+    for spec in paired:
+        model, sep, reference = (part.strip() for part in spec.partition("="))
+        if not sep or not model or not reference:
+            raise InputError(f"--paired expects MODEL=REFERENCE, got {spec!r}")
+        _known_name(model, names, f"--paired {spec}")
+        _known_name(reference, names, f"--paired {spec}")
+        if model == reference:
+            raise InputError(f"--paired {spec}: a model cannot be paired with itself")
+        if model in pairs:
+            raise InputError(f"--paired gives model {model!r} twice "
+                             f"(with {pairs[model]!r} and {reference!r})")
+        pairs[model] = reference
+    if paired_default:
+        _known_name(paired_default, names, "--paired-default")
+        for result in results:
+            if (result.role == "student" and result.name != paired_default
+                    and result.name not in pairs):
+                pairs[result.name] = paired_default
+    return pairs
+
+
+def pair_runs(model: ModelResult, reference: ModelResult) -> PairedDiff:
+    """Match each run of ``model`` with the run of ``reference`` trained with the same seed.
+
+    Every run of both recording a seed: pairs by seed (a reference may have more seeds than the
+    model; a model seed without a reference run is an InputError naming both models and the
+    seeds). Otherwise (imported models, old metrics files): pairs by position, which needs the
+    same number of runs on both sides.
+    """
+    model_seeds, ref_seeds = model.seeds(), reference.seeds()
+    seeds: tuple[int, ...] | None = None
+    if None in model_seeds or None in ref_seeds:
+        if len(model.runs) != len(reference.runs):
+            raise InputError(
+                f"cannot pair {model.name!r} ({len(model.runs)} runs) with reference "
+                f"{reference.name!r} ({len(reference.runs)} runs): not every run records its "
+                "training seed in its provenance file, so runs are paired in the order given, "
+                "which needs as many runs of each")
+        matched = [(i, i) for i in range(len(model.runs))]
+    else:
+        mine = [int(s) for s in model_seeds if s is not None]
+        theirs = [int(s) for s in ref_seeds if s is not None]
+        for result, its in ((model, mine), (reference, theirs)):
+            twice = sorted({s for s in its if its.count(s) > 1})
+            if twice:
+                raise InputError(f"model {result.name!r} has several runs with seed(s) "
+                                 f"{twice}: cannot pair {model.name!r} with {reference.name!r} "
+                                 "seed by seed")
+        missing = sorted(set(mine) - set(theirs))
+        if missing:
+            raise InputError(
+                f"cannot pair {model.name!r} with reference {reference.name!r}: "
+                f"{reference.name!r} has no run with seed(s) {missing} (its seeds: "
+                f"{sorted(theirs)}); give its metrics for those seeds, or leave them out of "
+                f"{model.name!r}")
+        ref_at = {seed: j for j, seed in enumerate(theirs)}
+        order = sorted(range(len(mine)), key=mine.__getitem__)
+        matched = [(i, ref_at[mine[i]]) for i in order]
+        seeds = tuple(mine[i] for i in order)
+    diffs = {}
+    for key, _title, _dec, _up in COLUMNS:
+        values, ref_values = model.values(key), reference.values(key)
+        diffs[key] = np.array([values[i] - ref_values[j] for i, j in matched], dtype=np.float64)
+    return PairedDiff(model.name, reference.name, seeds, diffs)
+
+
+def paired_differences(results: Sequence[ModelResult], pairs: dict[str, str]
+                       ) -> dict[str, PairedDiff]:
+    """:func:`pair_runs` for every model → reference of ``pairs`` (names from ``results``)."""
+    by_name = {r.name: r for r in results}
+    return {model: pair_runs(by_name[model], by_name[ref]) for model, ref in pairs.items()}
+
+
+def _paired_cell(diff: PairedDiff, key: str, decimals: int, higher: bool) -> str:
+    """``+1.2 ± 0.8 (+0.4, +2.1, +1.1; 3/3 better)``: mean ± std, each seed, wins."""
+    diffs, mean, std, wins = diff.stats(key, higher)
+    if diffs.size == 0:
+        return "–"
+    better = f"{wins}/{diffs.size} better"
+    if diffs.size == 1:
+        return f"{mean:+.{decimals}f} ({better})"
+    each = ", ".join(f"{d:+.{decimals}f}" for d in diffs)
+    return f"{mean:+.{decimals}f} ± {std:.{decimals}f} ({each}; {better})"
+
+
 def _cell(values: np.ndarray, decimals: int, spread: str) -> str:
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -111,8 +259,15 @@ def summarise(result: ModelResult) -> dict[str, float]:
     return out
 
 
-def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
-    """The results table; the best mean per column is bold. A note explains the cells."""
+def markdown_table(results: Sequence[ModelResult], spread: str = "std",
+                   paired: dict[str, PairedDiff] | None = None) -> str:
+    """The results table; the best mean per column is bold. A note explains the cells.
+
+    ``paired`` (from :func:`paired_differences`) adds the columns ``vs`` and ΔR@1, Δv2t R@1
+    (rows not in it show –); without it the table is exactly what it was before pairing.
+    """
+    paired = paired or {}
+    paired_cols = [c for c in COLUMNS if c[0] in PAIRED_TABLE_KEYS] if paired else []
     if spread not in SPREADS:
         raise InputError(f"spread must be one of {SPREADS}, got {spread!r}")
     # Captions left out (video failed to decode): shown only when some run left any out, since
@@ -120,8 +275,11 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
     dropped = [max(int(run.get("dropped_captions", 0) or 0) for run in r.runs) for r in results]
     extra = ["dropped"] if any(dropped) else []
     header = ["model", "role", "seeds", *extra] + [title for _k, title, _d, _u in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * (len(COLUMNS) + len(extra))) + "|"]
+    align = ["---"] * 3 + ["---:"] * (len(COLUMNS) + len(extra))
+    if paired_cols:
+        header += ["vs"] + [f"Δ{title}" for _k, title, _d, _u in paired_cols]
+        align += ["---"] + ["---:"] * len(paired_cols)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     means = {key: [float(np.nanmean(r.values(key))) if not np.isnan(r.values(key)).all()
                    else math.nan for r in results] for key, _t, _d, _u in COLUMNS}
     best: dict[str, float] = {}
@@ -137,6 +295,11 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
             if len(results) > 1 and key in best and means[key][i] == best[key]:
                 text = f"**{text}**"
             cells.append(text)
+        if paired_cols:
+            diff = paired.get(result.name)
+            cells.append(diff.reference if diff else "–")
+            cells += [_paired_cell(diff, key, decimals, higher) if diff else "–"
+                      for key, _title, decimals, higher in paired_cols]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = any(len(r.runs) > 1 for r in results)
     note = ("R@K in percent (text→video unless marked v2t); MdR/MnR = median/mean rank "
@@ -147,18 +310,51 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std") -> str:
     if extra:
         note += (" dropped = captions left out because their video failed to decode: those "
                  "rows are measured on fewer queries than the split has.")
+    if paired_cols:
+        titles = ", ".join(f"Δ{title}" for _k, title, _d, _u in paired_cols)
+        note += (f" {titles}: the row minus the model named in vs, computed seed by seed (runs "
+                 "paired by the training seed in their provenance), because seed noise is as "
+                 "large as the effects: mean ± sample standard deviation (ddof 1) of the "
+                 "per-seed differences, each seed's difference in seed order, and on how many "
+                 "seeds the row is better; – = not paired.")
+        by_order = [r.name for r in results if r.name in paired
+                    and paired[r.name].seeds is None]
+        if by_order:
+            note += (f" {', '.join(by_order)}: no training seed in the provenance, so paired "
+                     "with the reference run by run in the order given.")
     splits = sorted({str(run.get("split", "?")) for r in results for run in r.runs})
     note += f" Split: {', '.join(splits)}."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def write_plot_table(path: str | Path, results: Sequence[ModelResult]) -> Path:
-    """A TSV/CSV with one row per model (means and spreads) for ``dvc plots show``."""
+def paired_summary(diff: PairedDiff | None) -> dict[str, Any]:
+    """``paired_with`` and ``d<KEY>_mean/_std/_n/_wins`` of every column for the TSV/CSV
+    (``paired_with`` empty, means NaN and counts 0 for a row that is not paired)."""
+    out: dict[str, Any] = {"paired_with": diff.reference if diff else ""}
+    for key, _title, _dec, higher in COLUMNS:
+        if diff is None:
+            mean, std, n, wins = math.nan, math.nan, 0, 0
+        else:
+            diffs, mean, std, wins = diff.stats(key, higher)
+            n = int(diffs.size)
+        out.update({f"d{key}_mean": mean, f"d{key}_std": std, f"d{key}_n": n,
+                    f"d{key}_wins": wins})
+    return out
+
+
+def write_plot_table(path: str | Path, results: Sequence[ModelResult],
+                     paired: dict[str, PairedDiff] | None = None) -> Path:
+    """A TSV/CSV with one row per model (means and spreads) for ``dvc plots show``.
+
+    With ``paired``, the paired-difference columns of :func:`paired_summary` follow the
+    existing ones (which stay as they are, so plots defined on them keep working).
+    """
     from pipeline.atomic import write_text_atomic
 
     path = Path(path)
     sep = "," if path.suffix.lower() == ".csv" else "\t"
-    rows = [{"model": r.name, "role": r.role, "seeds": len(r.runs), **summarise(r)}
+    rows = [{"model": r.name, "role": r.role, "seeds": len(r.runs), **summarise(r),
+             **(paired_summary(paired.get(r.name)) if paired else {})}
             for r in results]
     keys = list(rows[0])
     text = sep.join(keys) + "\n" + "".join(
