@@ -46,6 +46,12 @@ _DEFAULTS = SynthParams()
 @click.option("--partial-caption-prob", type=click.FloatRange(0, 1),
               default=_DEFAULTS.partial_caption_prob, show_default=True,
               help="Probability that a caption describes only some of a video's segments.")
+@click.option("--min-described", type=click.IntRange(1), default=_DEFAULTS.min_described,
+              show_default=True, help="Fewest segments a partial caption describes.")
+@click.option("--unique-captions/--no-unique-captions", default=_DEFAULTS.unique_captions,
+              show_default=True,
+              help="Re-draw a partial caption while another video of its split also shows what "
+                   "it describes (one right video per caption).")
 @click.option("--size-mention-prob", type=float, default=_DEFAULTS.size_mention_prob,
               show_default=True, help="Probability that a caption names a segment's size.")
 @click.option("--filler-difficulty", type=click.FloatRange(0, 1),

@@ -12,7 +12,7 @@ Pure functions of the seed (:func:`plan_dataset`); rendering lives in :mod:`pipe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +74,11 @@ class SynthParams:
     # (in order). A single pooled vector then has to match a caption that covers part of the
     # video, which is where fine-grained (frame–word) teachers are strongest.
     partial_caption_prob: float = 0.0
+    #: Fewest segments a partial caption names (1 = any non-empty proper subset).
+    min_described: int = 1
+    #: Re-draw a caption while another video of its split also shows what it describes (its
+    #: segments in the same order), so partial captions still have exactly one right video.
+    unique_captions: bool = False
     filler_difficulty: float = 0.5  # 0: flat background, 1: dense high-contrast clutter
     codec: str = "auto"  # libx264 when available, else mpeg4
     crf: int = 20
@@ -88,6 +93,8 @@ class SynthParams:
             raise InputError("need 1 <= min_segments <= max_segments")
         if not 0 <= self.partial_caption_prob <= 1:
             raise InputError("partial_caption_prob must be in [0, 1]")
+        if self.min_described < 1:
+            raise InputError("min_described must be >= 1")
         if not 0 < self.min_segment_s <= self.max_segment_s:
             raise InputError("need 0 < min_segment_s <= max_segment_s")
         if not 0 < self.min_duration <= self.max_duration:
@@ -172,14 +179,20 @@ def make_caption(segments: Sequence[Segment], rng: np.random.Generator, size_pro
 
 
 def make_captions(segments: Sequence[Segment], n: int, rng: np.random.Generator,
-                  size_prob: float, partial_prob: float = 0.0) -> tuple[str, ...]:
+                  size_prob: float, partial_prob: float = 0.0, min_described: int = 1,
+                  ambiguous: Callable[[Sequence[Segment]], bool] | None = None
+                  ) -> tuple[str, ...]:
     """``n`` distinct paraphrases when the template space allows (else duplicates).
 
-    With ``partial_prob`` a caption describes a random proper subset of the segments.
+    With ``partial_prob`` a caption describes a random proper subset of the segments (at least
+    ``min_described`` of them); a subset for which ``ambiguous`` is true (another video shows it
+    too) is drawn again.
     """
     out: list[str] = []
     for _ in range(50 * n):
-        described = _described_segments(segments, rng, partial_prob)
+        described = _described_segments(segments, rng, partial_prob, min_described)
+        if ambiguous is not None and len(described) < len(segments) and ambiguous(described):
+            continue
         caption = make_caption(described, rng, size_prob)
         if caption not in out:
             out.append(caption)
@@ -191,11 +204,13 @@ def make_captions(segments: Sequence[Segment], n: int, rng: np.random.Generator,
 
 
 def _described_segments(segments: Sequence[Segment], rng: np.random.Generator,
-                        partial_prob: float) -> Sequence[Segment]:
-    """All segments, or (with ``partial_prob``) a random non-empty proper subset in order."""
-    if len(segments) < 2 or partial_prob <= 0 or rng.random() >= partial_prob:
+                        partial_prob: float, min_described: int = 1) -> Sequence[Segment]:
+    """All segments, or (with ``partial_prob``) a random proper subset of at least
+    ``min_described`` segments, in order."""
+    if (len(segments) <= min_described or partial_prob <= 0
+            or rng.random() >= partial_prob):
         return segments
-    k = int(rng.integers(1, len(segments)))
+    k = int(rng.integers(min_described, len(segments)))
     keep = np.sort(rng.choice(len(segments), size=k, replace=False))
     return [segments[int(i)] for i in keep]
 
@@ -255,12 +270,40 @@ def plan_dataset(params: SynthParams) -> list[SynthVideo]:
                 raise InputError(f"cannot make {count} distinct {split} videos from the "
                                  "attribute space; lower the count or raise max_segments")
             seen.add(key)
-            captions = make_captions(segments, params.captions_per_video, rng,
-                                     params.size_mention_prob, params.partial_caption_prob)
+            captions: tuple[str, ...] = ()
+            if not params.unique_captions:
+                captions = make_captions(segments, params.captions_per_video, rng,
+                                         params.size_mention_prob, params.partial_caption_prob,
+                                         params.min_described)
             videos.append(SynthVideo(index=index, video_id=f"synth{index:05d}", split=split,
                                      n_frames=n_frames, segments=segments, captions=captions))
             index += 1
+    if params.unique_captions:
+        videos = _unique_captions(videos, params, rng)
     return videos
+
+
+def _shows(video: SynthVideo, described: Sequence[Segment]) -> bool:
+    """Whether ``video`` shows the described segments' (colour, shape, direction) in order."""
+    keys = iter(s.key() for s in video.segments)
+    return all(d.key() in keys for d in described)
+
+
+def _unique_captions(videos: list[SynthVideo], params: SynthParams,
+                     rng: np.random.Generator) -> list[SynthVideo]:
+    """Captions drawn after the whole split is planned, so each can be checked against the
+    other videos of its split (a caption no other video matches has one right answer)."""
+    out = []
+    for video in videos:
+        others = [v for v in videos if v.split == video.split and v.index != video.index]
+        captions = make_captions(
+            video.segments, params.captions_per_video, rng, params.size_mention_prob,
+            params.partial_caption_prob, params.min_described,
+            ambiguous=lambda described: any(_shows(v, described) for v in others))
+        out.append(SynthVideo(index=video.index, video_id=video.video_id, split=video.split,
+                              n_frames=video.n_frames, segments=video.segments,
+                              captions=captions))
+    return out
 
 
 # ----------------------------------------------------------------------------- pixels
