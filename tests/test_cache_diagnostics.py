@@ -165,6 +165,14 @@ def test_warnings_fire_only_for_empty_soft_labels(tmp_path: Path) -> None:
     (warning,) = cache_warnings(diag)
     assert "one-hot" in warning and "cross-fitted" in warning and "hard labels" in warning
 
+    # nor is a high mass while a tenth of the captions rank another video first (R@1 90 %)
+    near = np.zeros((10, 10), np.float32)
+    near[np.arange(10), np.arange(10)] = 100.0
+    near[9, 0] = 101.0
+    diag = diagnose(_write(tmp_path / "near.h5", near, rel[:10], mask[:10], np.arange(10)))
+    assert diag.ranking.r1 == 90.0 and diag.ranking.positive_mass >= ONE_HOT_MASS
+    assert cache_warnings(diag) == []
+
     # R@1 100 % alone is not one-hot: positive 1 vs 0 leaves mass e / (e + 8) ≈ 0.25
     soft = np.zeros((n_c, n_v), np.float32)
     soft[np.arange(n_c), cols] = 1.0
@@ -213,7 +221,10 @@ def test_non_finite_rows_are_left_out(tmp_path: Path) -> None:
     keep = [0, 1, 2, 4, 5]
     ranks = (sim[keep] >= sim[keep, cols[keep]][:, None]).sum(axis=1)
     assert diag.ranking.r1 == pytest.approx(100 * np.mean(ranks == 1))
-    assert full.ranking.n_rows == 6
+    assert diag.ranking.n_rows == 5 and diag.relevance.n_rows == 5 and full.ranking.n_rows == 6
+    s16 = sim[keep].astype(np.float16).astype(np.float64)
+    mass = np.exp(s16[np.arange(5), cols[keep]]) / np.exp(s16).sum(axis=1)
+    assert diag.ranking.positive_mass == pytest.approx(mass.mean(), rel=1e-5)
 
 
 def _reference(sim: np.ndarray, rel: np.ndarray, mask: np.ndarray, cols: np.ndarray
