@@ -285,7 +285,8 @@ class _Accumulator:
                  & (np.isfinite(rel) | ~mask).all(axis=1))
         self.n_invalid += int((~valid).sum())
         self.n_counted += int(valid.sum())
-        sim, cols, rel, mask = sim[valid], cols[valid], rel[valid], mask[valid]
+        if not valid.all():  # (a copy of the slab: only when something must go)
+            sim, cols, rel, mask = sim[valid], cols[valid], rel[valid], mask[valid]
         ranks, mass = positive_ranking(sim, cols)
         self.ranks.append(ranks)
         self.mass.append(mass)
