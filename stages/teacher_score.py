@@ -13,6 +13,7 @@ import click
 from tqdm import tqdm
 
 from pipeline.cache.score_run import run_teacher_score
+from pipeline.data.folds import fold_model_dirs
 from pipeline.data.frames_store import FramesReader
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import cleanup, init_distributed
@@ -51,6 +52,9 @@ from stages.params import apply_entry, named_entry, paths_of, root_params
               help="Cross-fit the soft labels: the K fold teachers (`teacher train --folds K "
                    "--fold k`), in fold order; each caption is scored by the one that never "
                    "saw its video (repeat K times; metrics still from --model).")
+@click.option("--cross-fit", type=int, default=None,
+              help="Cross-fit with the K fold teachers `teacher train --cross-fit K` wrote into "
+                   "MODEL/folds [default: teachers.NAME.cross_fit; 0 = off].")
 @DEVICE_OPTION
 @amp_option(help="Autocast for the encoders, bf16 or fp16 on a GPU (the head's softmaxes stay "
                  "float32); none = float32.")
@@ -62,6 +66,12 @@ def score(ctx: click.Context, **values: Any) -> None:
     apply_entry(ctx, dict(entry), values, f"teachers.{name}.score")
     teachers_dir = paths_of(root_params(ctx))["teachers"]
     model = values["model"] or f"{teachers_dir}/{name}/model"
+    cross_fit = values["cross_fit"]
+    if cross_fit is None:
+        cross_fit = int(named_entry(ctx, "teachers", name).get("cross_fit") or 0)
+    fold_models = tuple(values["fold_models"])
+    if cross_fit and not fold_models:
+        fold_models = tuple(str(d) for d in fold_model_dirs(model, cross_fit))
     out = values["out"] or f"{teachers_dir}/{name}/cache"
     dist_info = init_distributed(device_type(values["device"]))
     try:
@@ -78,7 +88,7 @@ def score(ctx: click.Context, **values: Any) -> None:
                 metrics_split=values["metrics_split"], batch_size=values["batch_size"],
                 block_rows=values["block_rows"], chunk_pairs=values["chunk_pairs"],
                 amp=values["amp"], on_start=start, on_progress=bar.update,
-                fold_models=tuple(values["fold_models"]),
+                fold_models=fold_models,
             )
     finally:
         cleanup()

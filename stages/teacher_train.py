@@ -19,7 +19,7 @@ from pipeline.distributed import cleanup, init_distributed
 from pipeline.errors import InputError
 from pipeline.models.teachers import TEACHERS
 from pipeline.train.teacher import TeacherTrainConfig
-from pipeline.train.teacher_run import run_teacher_train
+from pipeline.train.teacher_run import run_cross_fitted_teacher_train, run_teacher_train
 from stages.groups import teacher
 from stages.optim_options import optim_from, optim_options, run_options
 from stages.options import (
@@ -86,6 +86,9 @@ def resolve_kind(name: str, kind: str | None) -> str:
 @optim_options(_OPT, afa=False)
 @click.option("--seed", type=int, default=_CFG.seed, show_default=True,
               help="Seeds weights of new layers, batch order and sampling (same seed = same run).")
+@click.option("--cross-fit", type=int, default=0, show_default=True,
+              help="Also train K >= 2 fold teachers into OUT/folds/k (each on the train videos "
+                   "outside fold k), for `teacher score` to cross-fit the soft labels; 0 = off.")
 @click.option("--folds", type=int, default=_CFG.folds, show_default=True,
               help="Cross-fitting: K >= 2 trains fold teacher --fold on the train videos "
                    "outside that fold (0 = the ordinary teacher).")
@@ -114,17 +117,31 @@ def train(ctx: click.Context, **values: Any) -> None:
         folds=values["folds"], fold=values["fold"],
     )
     check_fold(config.folds, config.fold)
+    check_fold(values["cross_fit"], 0)
+    if values["cross_fit"] and config.folds:
+        raise InputError("--cross-fit trains the fold teachers itself: drop --folds/--fold")
     out = values["out"] or f"{paths_of(root_params(ctx))['teachers']}/{name}/model"
     dist_info = init_distributed(device_type(values["device"]))
     try:
         device = resolve_device(values["device"], dist_info.local_rank)
         manifest = Manifest.load(values["manifest_dir"])
         with tqdm(desc=f"teacher {name}", unit="step", disable=not dist_info.is_main) as bar:
-            run = run_teacher_train(
-                config=config, manifest=manifest, frames=frames, out_dir=out, device=device,
-                dist_info=dist_info, eval_split=values["eval_split"], name=name,
-                on_progress=bar.update,
-            )
+            if values["cross_fit"]:
+                def on_fold(k: int) -> None:
+                    bar.set_description(f"teacher {name} fold {k}/{values['cross_fit']}"
+                                        if k < values["cross_fit"] else f"teacher {name}")
+
+                run = run_cross_fitted_teacher_train(
+                    config=config, cross_fit=values["cross_fit"], manifest=manifest,
+                    frames=frames, out_dir=out, device=device, dist_info=dist_info,
+                    eval_split=values["eval_split"], name=name, on_fold=on_fold,
+                    on_progress=bar.update)
+            else:
+                run = run_teacher_train(
+                    config=config, manifest=manifest, frames=frames, out_dir=out, device=device,
+                    dist_info=dist_info, eval_split=values["eval_split"], name=name,
+                    on_progress=bar.update,
+                )
     finally:
         cleanup()
     if dist_info.is_main:
@@ -135,5 +152,8 @@ def train(ctx: click.Context, **values: Any) -> None:
                 if k in ("R1", "R5", "R10", "MedianR", "MeanR")}
         chosen = (f"best epoch {s['best_epoch']}: {json.dumps(best)}" if best else
                   f"last epoch {s['best_epoch']} kept (no validation split)")
-        click.echo(f"wrote {run.out_dir} ({config.kind}, {s['train_captions']} train captions, "
+        folds = (f" + {values['cross_fit']} fold teachers in {run.out_dir}/folds"
+                 if values["cross_fit"] else "")
+        click.echo(f"wrote {run.out_dir}{folds} ({config.kind}, {s['train_captions']} train "
+                   f"captions, "
                    f"{s['steps']} steps{resumed}); {chosen}")

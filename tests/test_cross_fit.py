@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from test_teacher_stage import TinyInputs, make_inputs, read_arrays, run_cli, score_args
 
+from pipeline.atomic import sha256_file
 from pipeline.cache.schema import CacheMeta
 from pipeline.data.folds import check_fold, train_folds, video_folds, without_fold
 from pipeline.data.manifest import Manifest
@@ -132,3 +133,32 @@ def test_fold_models_in_the_wrong_order_or_unlabelled_are_refused(tiny: TinyInpu
         assert result.exit_code == 1, result.output
         assert "Error:" in result.output and message in result.output
         assert not out.exists()
+
+
+def test_cross_fit_trains_folds_beside_the_teacher_and_score_finds_them(
+        tiny: TinyInputs, tmp_path: Path) -> None:
+    # the route dvc.yaml takes: `cross_fit: 2` in teachers.NAME, then the two stage commands
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths: {{teachers: {tmp_path / 'teachers'}}}\n"
+                      "teachers:\n  cf:\n    kind: xclip\n    cross_fit: 2\n"
+                      "    options: {temporal_layers: 1}\n    epochs: 1\n    batch_size: 4\n")
+    common = ["--frames", str(tiny.frames), "--manifest", str(tiny.manifest), "--device", "cpu"]
+    text = run_cli(["--params", str(params), "teacher", "train", "--name", "cf", "--clip",
+                    "tiny", *common])
+    model_dir = tmp_path / "teachers" / "cf" / "model"
+    assert "+ 2 fold teachers" in text
+    assert not (tmp_path / "teachers" / "cf" / "model.tmp").exists()
+    for k in range(2):
+        _model, extra = load_model(model_dir / "folds" / str(k) / "model.pt")
+        assert (extra["folds"], extra["fold"]) == (2, k)
+    _model, extra = load_model(model_dir / "model.pt")
+    assert (extra["folds"], extra["fold"]) == (0, 0)
+    run_cli(["--params", str(params), "teacher", "score", "--name", "cf", "--block-rows", "4",
+             *common])
+    cache = tmp_path / "teachers" / "cf" / "cache" / "cache.h5"
+    with h5py.File(cache, "r") as handle:
+        meta = CacheMeta.from_attrs(dict(handle.attrs))
+    assert meta.cross_fit_folds == 2
+    assert meta.fold_checkpoints_sha256.split(",") == [
+        sha256_file(model_dir / "folds" / str(k) / "model.pt") for k in range(2)]
+    assert meta.checkpoint_sha256 == sha256_file(model_dir / "model.pt")

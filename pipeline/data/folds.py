@@ -13,12 +13,15 @@ one) and a pure function of the manifest's train video ids, so ``teacher train -
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.manifest import Manifest
 from pipeline.errors import InputError
 
+#: Where a cross-fitted teacher's fold models live inside its model directory.
+FOLDS_DIR = "folds"
 #: Fixed seed of the fold permutation (a change would re-assign every fold of every lab).
 FOLD_SEED = 20240613
 
@@ -58,3 +61,9 @@ def without_fold(manifest: Manifest, folds: int, fold: int) -> Manifest:
     videos = manifest.videos[~manifest.videos["video_id"].isin(held_out)]
     captions = manifest.captions[~manifest.captions["video_id"].isin(held_out)]
     return Manifest(videos, captions, manifest.root)
+
+
+def fold_model_dirs(model_dir: str | Path, folds: int) -> list[Path]:
+    """``<model_dir>/folds/0 … K-1``: the fold teachers ``teacher train --cross-fit K`` trains
+    beside the teacher (and ``teacher score`` reads by default)."""
+    return [Path(model_dir) / FOLDS_DIR / str(k) for k in range(folds)]

@@ -299,7 +299,8 @@ def _unique_captions(videos: list[SynthVideo], params: SynthParams,
         captions = make_captions(
             video.segments, params.captions_per_video, rng, params.size_mention_prob,
             params.partial_caption_prob, params.min_described,
-            ambiguous=lambda described: any(_shows(v, described) for v in others))
+            ambiguous=lambda described, others=others: any(_shows(v, described)
+                                                              for v in others))
         out.append(SynthVideo(index=video.index, video_id=video.video_id, split=video.split,
                               n_frames=video.n_frames, segments=video.segments,
                               captions=captions))

@@ -11,17 +11,18 @@ under ``dvc repro``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.atomic import tmp_path_for
-from pipeline.data.folds import check_fold, without_fold
+from pipeline.data.folds import check_fold, fold_model_dirs, without_fold
 from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.locks import output_lock
+from pipeline.models.checkpoint import MODEL_FILE
 from pipeline.train.publish import publish_trained
 from pipeline.train.setup import jsonable
 from pipeline.train.teacher import TeacherTrainConfig, train_teacher
@@ -98,3 +99,47 @@ def _publish(out: Path, work: Path, teacher: Any, result: Any, info: dict[str, A
     barrier()
     del teacher
     return TeacherTrainRun(out, summary)
+
+
+def run_cross_fitted_teacher_train(
+    *,
+    config: TeacherTrainConfig,
+    cross_fit: int,
+    manifest: Manifest,
+    frames: Any,
+    out_dir: str | Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    eval_split: str = "val",
+    name: str | None = None,
+    on_fold: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> TeacherTrainRun:
+    """The teacher on every train video plus ``cross_fit`` fold teachers, one output directory.
+
+    The fold teachers train first, inside the work directory (``<out>.tmp/folds/k``, each
+    resumable and kept once finished), then the teacher itself; the directory is published
+    whole, so ``<out>`` never holds a teacher without its folds. ``on_fold(k)`` announces each
+    fold (``k == cross_fit``: the teacher on every video).
+    """
+    check_fold(cross_fit, 0)
+    if config.folds:
+        raise ValueError("cross-fit the ordinary teacher: config.folds must be 0")
+    out = Path(out_dir)
+    work = tmp_path_for(out)
+    for k, fold_dir in enumerate(fold_model_dirs(work, cross_fit)):
+        if on_fold is not None:
+            on_fold(k)
+        if (fold_dir / MODEL_FILE).is_file():
+            continue  # finished before a kill
+        run_teacher_train(config=replace(config, folds=cross_fit, fold=k), manifest=manifest,
+                          frames=frames, out_dir=fold_dir, device=device, dist_info=dist_info,
+                          eval_split=eval_split, name=f"{name or out.name}_fold{k}",
+                          on_progress=on_progress)
+    if on_fold is not None:
+        on_fold(cross_fit)
+    run = run_teacher_train(config=config, manifest=manifest, frames=frames, out_dir=out,
+                            device=device, dist_info=dist_info, eval_split=eval_split,
+                            name=name, on_progress=on_progress)
+    run.summary["cross_fit"] = cross_fit
+    return run
