@@ -2,7 +2,9 @@
 # Re-run every trained model of the pipeline with other seeds and aggregate the results table
 # over seeds (mean ± std). Run after `dvc repro` (reuses the dataset, frames.h5 and the CLIP;
 # seed 42 is the pipeline's own run). Teachers, baselines and students are read from params.yaml,
-# so a model added there is re-seeded too.
+# so a model added there is re-seeded too (a teacher with `cross_fit: K` retrains its K fold teachers
+# too). The report's `report:` section applies (e.g. `paired_default`: every student's per-seed
+# difference from the same-architecture student trained without a teacher).
 #   bench/seeds.sh            # seeds 1 and 2, then data/results/results_seeds.md
 #   SEEDS="1 2 3" bench/seeds.sh
 set -euo pipefail
@@ -54,5 +56,5 @@ done
 for s in $STUDENTS; do
   specs+=(--metrics "student_$s=$(join "$METRICS_DIR/$s.json" "metrics/$s.json")")
 done
-teachclip report "${specs[@]}" --out "$RESULTS_DIR/results_seeds.md" \
+teachclip --params $P report "${specs[@]}" --out "$RESULTS_DIR/results_seeds.md" \
   --plot "$RESULTS_DIR/results_seeds.tsv" --plot "$RESULTS_DIR/results_seeds.png"

@@ -57,6 +57,8 @@ _DEFAULTS = SynthParams()
 @click.option("--filler-difficulty", type=click.FloatRange(0, 1),
               default=_DEFAULTS.filler_difficulty, show_default=True,
               help="0 = flat filler, 1 = dense high-contrast clutter.")
+@click.option("--shape-scale", type=click.FloatRange(0.25, 1.6), default=_DEFAULTS.shape_scale,
+              show_default=True, help="Multiplies every shape's radius (1 = the built-in sizes).")
 @click.option("--codec", default=_DEFAULTS.codec, show_default=True,
               help="auto (libx264, else mpeg4) or an ffmpeg encoder name.")
 @click.option("--crf", type=int, default=_DEFAULTS.crf, show_default=True,

@@ -125,7 +125,7 @@ def render_video_frames(video: SynthVideo, params: SynthParams) -> np.ndarray:
         if segment is None:
             break
         length = segment.end_frame - segment.start_frame
-        radius = SIZES[segment.size][0] * res
+        radius = SIZES[segment.size][0] * res * params.shape_scale
         (dx, dy), _ = DIRECTIONS[segment.direction]
         travel = 0.45 * res
         lo, hi = radius + travel / 2, res - radius - travel / 2

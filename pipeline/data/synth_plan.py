@@ -80,6 +80,9 @@ class SynthParams:
     #: segments in the same order), so partial captions still have exactly one right video.
     unique_captions: bool = False
     filler_difficulty: float = 0.5  # 0: flat background, 1: dense high-contrast clutter
+    #: Multiplies every shape's radius (1 = SIZES): larger shapes are easier to tell apart at
+    #: the model's resolution, so the benchmark tests aggregation rather than eyesight.
+    shape_scale: float = 1.0
     codec: str = "auto"  # libx264 when available, else mpeg4
     crf: int = 20
 
@@ -104,6 +107,8 @@ class SynthParams:
                 f"max_segments × max_segment_s = {self.max_segments * self.max_segment_s:g} s "
                 f"does not fit in min_duration = {self.min_duration:g} s"
             )
+        if not 0.25 <= self.shape_scale <= 1.6:
+            raise InputError("shape_scale must be in [0.25, 1.6]")
         if not 0.0 <= self.filler_difficulty <= 1.0:
             raise InputError("filler_difficulty must be in [0, 1]")
 
