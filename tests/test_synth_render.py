@@ -129,3 +129,64 @@ def test_cli_synth_and_bad_params(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "does not fit" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def _described(caption: str, video) -> list:  # type: ignore[no-untyped-def]
+    """The segments of ``video`` a caption names (colour word and shape word both present)."""
+    colours, shapes = _mentions(caption, COLORS), _mentions(caption, SHAPES)
+    return [s for s in video.segments if s.color in colours and s.shape in shapes]
+
+
+def test_unique_partial_captions_have_exactly_one_right_video() -> None:
+    params = SynthParams(seed=1, n_train=40, n_val=0, n_test=30, min_segments=2,
+                         max_segments=3, min_segment_s=2.5, max_segment_s=3.5, min_duration=11,
+                         max_duration=15, partial_caption_prob=1.0, min_described=1,
+                         unique_captions=True)
+    plan = plan_dataset(params)
+    partial = 0
+    for video in plan:
+        others = [v for v in plan if v.split == video.split and v.index != video.index]
+        for caption in video.captions:
+            described = _described(caption, video)
+            assert described, caption
+            partial += len(described) < len(video.segments)
+            keys = [s.key() for s in described]
+            for other in others:  # nobody else shows these segments in this order
+                it = iter(s.key() for s in other.segments)
+                assert not all(k in it for k in keys), (caption, other.video_id)
+    assert partial > len(plan)  # most captions name only part of their video
+    # the same knobs without the check: some partial caption fits another video too
+    loose = plan_dataset(SynthParams(**{**params.__dict__, "unique_captions": False}))
+    assert any(
+        all(k in iter(s.key() for s in other.segments)
+            for k in [s.key() for s in _described(c, v)])
+        for v in loose for c in v.captions for other in loose
+        if other.split == v.split and other.index != v.index)
+
+
+def test_min_described_bounds_partial_captions() -> None:
+    params = SynthParams(seed=2, n_train=30, n_val=0, n_test=0, min_segments=3,
+                         max_segments=3, min_segment_s=2.0, max_segment_s=3.0,
+                         partial_caption_prob=1.0, min_described=2)
+    counts = {len(_mentions(c, DIRECTIONS)) for v in plan_dataset(params) for c in v.captions}
+    assert counts == {2}  # 3 segments, proper subsets of at least 2: exactly 2
+
+
+def test_default_plan_is_unchanged_by_the_new_knobs() -> None:
+    # the embedded default's videos must not move when the knobs exist but are off
+    base = plan_dataset(SMALL)
+    same = plan_dataset(SynthParams(**{**SMALL.__dict__, "min_described": 1,
+                                       "unique_captions": False, "shape_scale": 1.0}))
+    assert base == same
+
+
+def test_shape_scale_draws_larger_shapes() -> None:
+    from pipeline.data.synth import render_video_frames
+
+    video = next(v for v in plan_dataset(SMALL) if v.segments)
+    seg = video.segments[0]
+    mid = (seg.start_frame + seg.end_frame) // 2
+    small = render_video_frames(video, SMALL)[mid]
+    large = render_video_frames(video, SynthParams(**{**SMALL.__dict__, "shape_scale": 1.5}))[mid]
+    ratio = _target_fraction(large, seg.color) / _target_fraction(small, seg.color)
+    assert 1.8 < ratio < 2.8  # area grows with the square of the radius (1.5² = 2.25)

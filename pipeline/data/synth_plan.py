@@ -269,7 +269,8 @@ def plan_dataset(params: SynthParams) -> list[SynthVideo]:
                 n_segments = int(rng.integers(params.min_segments, params.max_segments + 1))
                 segments = _plan_segments(rng, params, n_frames, n_segments)
                 key = tuple(s.key() for s in segments)
-                if key not in seen:
+                if key not in seen and not (params.unique_captions
+                                            and _nested(key, seen)):
                     break
             else:
                 raise InputError(f"cannot make {count} distinct {split} videos from the "
@@ -286,6 +287,18 @@ def plan_dataset(params: SynthParams) -> list[SynthVideo]:
     if params.unique_captions:
         videos = _unique_captions(videos, params, rng)
     return videos
+
+
+def _contains(longer: tuple, shorter: tuple) -> bool:
+    """Whether ``shorter`` is an ordered subsequence of ``longer``."""
+    it = iter(longer)
+    return all(k in it for k in shorter)
+
+
+def _nested(key: tuple, seen: set) -> bool:
+    """Whether a planned sequence contains, or is contained in, one already in the split (then
+    a full caption of one would also describe the other)."""
+    return any(_contains(key, other) or _contains(other, key) for other in seen)
 
 
 def _shows(video: SynthVideo, described: Sequence[Segment]) -> bool:
