@@ -99,7 +99,9 @@ def score(ctx: click.Context, **values: Any) -> None:
         click.echo(f"wrote {run.out_dir}: {r.n_captions} captions × {r.n_videos} videos, "
                    f"{run.cache_bytes / 2**20:.1f} MiB "
                    f"({run.cache_bytes / max(1, r.n_captions):.0f} B/caption); {done}, "
-                   f"{r.pairs_per_s:,.0f} pairs/s")
+                   f"{r.pairs_per_s:,.0f} pairs/s"
+                   + (f"; cross-fitted by {len(fold_models)} fold teachers" if fold_models
+                      else ""))
         if run.metrics is not None:
             m = run.metrics
             click.echo(f"teacher {m['split']} metrics: R@1 {m['R1']:.1f} R@5 {m['R5']:.1f} "

@@ -97,8 +97,9 @@ def test_cross_fitted_rows_come_from_the_teacher_of_their_fold(tiny: TinyInputs,
                                                                 tmp_path: Path) -> None:
     folds = _fold_models(tiny, tmp_path)
     crossed = tmp_path / "crossed"
-    run_cli(score_args(tiny, crossed, "--metrics-split", "", "--fold-model", str(folds[0]),
-                       "--fold-model", str(folds[1])))
+    text = run_cli(score_args(tiny, crossed, "--metrics-split", "", "--fold-model",
+                              str(folds[0]), "--fold-model", str(folds[1])))
+    assert "cross-fitted by 2 fold teachers" in text
     alone = []
     for k, fold in enumerate(folds):
         out = tmp_path / f"alone{k}"
