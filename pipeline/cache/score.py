@@ -157,7 +157,7 @@ def _score_rows(scorers: Sequence[Teacher], videos: Sequence[dict[str, torch.Ten
     for rows, arrays in parts:
         for target, values in zip(out, arrays, strict=True):
             target[rows] = values
-    return out  # type: ignore[return-value]
+    return out[0], out[1], out[2]
 
 
 @torch.no_grad()

@@ -138,8 +138,6 @@ def run_cross_fitted_teacher_train(
                           on_progress=on_progress)
     if on_fold is not None:
         on_fold(cross_fit)
-    run = run_teacher_train(config=config, manifest=manifest, frames=frames, out_dir=out,
-                            device=device, dist_info=dist_info, eval_split=eval_split,
-                            name=name, on_progress=on_progress)
-    run.summary["cross_fit"] = cross_fit
-    return run
+    return run_teacher_train(config=config, manifest=manifest, frames=frames, out_dir=out,
+                             device=device, dist_info=dist_info, eval_split=eval_split,
+                             name=name, on_progress=on_progress)
