@@ -85,12 +85,21 @@ def report(ctx: click.Context, specs: tuple[str, ...], out: str, plots: tuple[st
     if not specs:
         raise click.UsageError("give --metrics NAME=FILE (or a params file defining models)")
     results = load_results(specs)
-    diffs = paired_differences(results, resolve_pairs(results, paired, paired_default))
+    pairs = resolve_pairs(results, paired, paired_default)
+    skipped: dict[str, str] = {}
+    diffs = paired_differences(results, pairs,
+                               optional=set(pairs) - set(resolve_pairs(results, paired)),
+                               skipped=skipped)
     pngs = [p for p in plots if Path(p).suffix.lower() == ".png"]
     if pngs or curves is not None:
         pyplot()
     runs = _curve_runs(results, curves, log_specs) if curves is not None else []
     table = markdown_table(results, spread=spread, paired=diffs)
+    if skipped:
+        table += ("\nNot paired (--paired-default): "
+                  + "; ".join(f"{name}: {why}" for name, why in sorted(skipped.items())) + "\n")
+        for name, why in sorted(skipped.items()):
+            click.echo(f"Warning: {why}; {name} is shown unpaired", err=True)
     write_text_atomic(out, "# Results\n\n" + table)
     click.echo(table, nl=False)
     for plot in plots:

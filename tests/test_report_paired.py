@@ -199,10 +199,17 @@ def test_runs_without_seeds_pair_by_position_and_the_note_says_so(tmp_path: Path
     two = _write(tmp_path, "kd2x", "student", [(None, (1.0, 1.0)), (7, (2.0, 2.0)),
                                                (8, (2.0, 2.0))])
     result = CliRunner().invoke(main, ["report", "--metrics", two, "--metrics", baseline,
-                                       "--paired-default", "base", "--out",
+                                       "--paired", "kd2x=base", "--out",
                                        str(tmp_path / "r.md")])
     assert result.exit_code == 1
     assert "'kd2x' (3 runs)" in result.output and "'base' (2 runs)" in result.output
+    # only --paired-default pairs it: shown unpaired, with the reason
+    result = CliRunner().invoke(main, ["report", "--metrics", two, "--metrics", baseline,
+                                       "--paired-default", "base", "--out",
+                                       str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    assert "'kd2x' (3 runs)" in result.stderr and "kd2x is shown unpaired" in result.stderr
+    assert "Not paired (--paired-default): kd2x:" in (tmp_path / "r.md").read_text()
 
 
 def test_seed_that_is_not_an_integer_is_an_error(tmp_path: Path) -> None:
@@ -236,3 +243,24 @@ def test_pairing_from_the_params_file(tmp_path: Path, specs: dict[str, str]) -> 
     result = _report(tmp_path, specs, params=params)
     assert result.exit_code == 1
     assert "report.paired_defualt" in result.output and "'paired_default'" in result.output
+
+
+def test_paired_default_leaves_an_unpairable_student_unpaired(tmp_path: Path,
+                                                              specs: dict[str, str]) -> None:
+    # a lab adds a student trained with a seed the reference never ran: the report must not
+    # fail (dvc's report stage would), the student is shown unpaired and the note says why
+    specs["kd_seed7"] = _write(tmp_path, "kd_seed7", "student", {7: (43.0, 42.0)})
+    result = CliRunner().invoke(main, ["report", *[a for s in specs.values()
+                                                   for a in ("--metrics", s)],
+                                       "--out", str(tmp_path / "results.md"),
+                                       "--paired-default", "clip4clip"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert rows["kd_seed7"][-3:] == ["–", "–", "–"]
+    assert rows["kd"][-2] == _expected_cell(KD, BASELINE, 0)  # the others are still paired
+    assert "Warning:" in result.stderr and "seed(s) [7]" in result.stderr
+    table = (tmp_path / "results.md").read_text()
+    assert "Not paired (--paired-default): kd_seed7:" in table and "seed(s) [7]" in table
+    # asked for by name, the same pair is still an error
+    named = _report(tmp_path, specs, "--paired", "kd_seed7=clip4clip")
+    assert named.exit_code == 1 and "seed(s) [7]" in named.output

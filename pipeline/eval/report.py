@@ -15,7 +15,7 @@ model computed seed by seed (runs matched by the training seed in their provenan
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,11 +214,27 @@ def pair_runs(model: ModelResult, reference: ModelResult) -> PairedDiff:
     return PairedDiff(model.name, reference.name, seeds, diffs)
 
 
-def paired_differences(results: Sequence[ModelResult], pairs: dict[str, str]
-                       ) -> dict[str, PairedDiff]:
-    """:func:`pair_runs` for every model → reference of ``pairs`` (names from ``results``)."""
+def paired_differences(results: Sequence[ModelResult], pairs: dict[str, str],
+                       optional: Collection[str] = (),
+                       skipped: dict[str, str] | None = None) -> dict[str, PairedDiff]:
+    """:func:`pair_runs` for every model → reference of ``pairs`` (names from ``results``).
+
+    Models in ``optional`` (those only ``--paired-default`` paired) that cannot be paired, e.g.
+    a student trained with a seed the reference never ran, are left unpaired and their reason
+    goes into ``skipped``: one extra model must not fail a whole report. A pair the user asked
+    for by name still fails.
+    """
     by_name = {r.name: r for r in results}
-    return {model: pair_runs(by_name[model], by_name[ref]) for model, ref in pairs.items()}
+    out: dict[str, PairedDiff] = {}
+    for model, ref in pairs.items():
+        try:
+            out[model] = pair_runs(by_name[model], by_name[ref])
+        except InputError as exc:
+            if model not in optional:
+                raise
+            if skipped is not None:
+                skipped[model] = str(exc)
+    return out
 
 
 def _paired_cell(diff: PairedDiff, key: str, decimals: int, higher: bool) -> str:
