@@ -169,6 +169,11 @@ def resolve_pairs(results: Sequence[ModelResult], paired: Sequence[str] = (),
     return pairs
 
 
+class UnpairableError(InputError):
+    """Two models whose runs cannot be matched seed by seed (a seed without a reference run, or
+    runs without seeds in unequal numbers); damaged provenance stays a plain InputError."""
+
+
 def pair_runs(model: ModelResult, reference: ModelResult) -> PairedDiff:
     """Match each run of ``model`` with the run of ``reference`` trained with the same seed.
 
@@ -181,7 +186,7 @@ def pair_runs(model: ModelResult, reference: ModelResult) -> PairedDiff:
     seeds: tuple[int, ...] | None = None
     if None in model_seeds or None in ref_seeds:
         if len(model.runs) != len(reference.runs):
-            raise InputError(
+            raise UnpairableError(
                 f"cannot pair {model.name!r} ({len(model.runs)} runs) with reference "
                 f"{reference.name!r} ({len(reference.runs)} runs): not every run records its "
                 "training seed in its provenance file, so runs are paired in the order given, "
@@ -198,7 +203,7 @@ def pair_runs(model: ModelResult, reference: ModelResult) -> PairedDiff:
                                  "seed by seed")
         missing = sorted(set(mine) - set(theirs))
         if missing:
-            raise InputError(
+            raise UnpairableError(
                 f"cannot pair {model.name!r} with reference {reference.name!r}: "
                 f"{reference.name!r} has no run with seed(s) {missing} (its seeds: "
                 f"{sorted(theirs)}); give its metrics for those seeds, or leave them out of "
@@ -229,7 +234,7 @@ def paired_differences(results: Sequence[ModelResult], pairs: dict[str, str],
     for model, ref in pairs.items():
         try:
             out[model] = pair_runs(by_name[model], by_name[ref])
-        except InputError as exc:
+        except UnpairableError as exc:
             if model not in optional:
                 raise
             if skipped is not None:
