@@ -9,7 +9,8 @@
 #   T=xclip S=xclip_sharp K=3 SEEDS="42 1 2" bench/crossfit.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SEEDS="${SEEDS:-42 1 2}"   # 42 = the pipeline's own run (student.train.seed); T="${T:-xclip}"; S="${S:-xclip}"; B="${B:-baseline_seqTransf_AFA}"
+# SEEDS: 42 = the pipeline's own run (student.train.seed), the others bench/seeds.sh's.
+SEEDS="${SEEDS:-42 1 2}"; T="${T:-xclip}"; S="${S:-xclip}"; B="${B:-baseline_seqTransf_AFA}"
 K="${K:-2}"; P=params.yaml
 
 py() { python -c "import yaml; p = yaml.safe_load(open('$P')) or {}; $1"; }
