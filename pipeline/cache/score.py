@@ -21,7 +21,7 @@ start at the block's first row, every rank encodes all videos in the same batche
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,15 +126,16 @@ def _score_block(teacher: Teacher, text: dict[str, torch.Tensor],
 
 
 def _row_folds(items: EvalSet, fold_teachers: Sequence[Teacher],
-               caption_fold: np.ndarray | None) -> np.ndarray:
-    """Which scorer takes each caption row: its fold when cross-fitting, else scorer 0."""
+               video_fold: Mapping[str, int] | None) -> np.ndarray:
+    """Which scorer takes each caption row: its video's fold when cross-fitting, else 0."""
     if not fold_teachers:
         return np.zeros(len(items.caption_ids), dtype=np.int64)
-    if caption_fold is None or len(caption_fold) != len(items.caption_ids):
-        raise ValueError("cross-fitting needs the fold of every caption row")
-    folds = np.asarray(caption_fold, dtype=np.int64)
+    if video_fold is None:
+        raise ValueError("cross-fitting needs the fold of every video")
+    folds = np.array([video_fold[items.video_ids[c]] for c in items.caption_video],
+                     dtype=np.int64)
     if folds.min() < 0 or folds.max() >= len(fold_teachers):
-        raise ValueError(f"caption folds must be in 0..{len(fold_teachers) - 1}")
+        raise ValueError(f"video folds must be in 0..{len(fold_teachers) - 1}")
     return folds
 
 
@@ -182,7 +183,7 @@ def score_teacher(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     fold_teachers: Sequence[Teacher] = (),
-    caption_fold: np.ndarray | None = None,
+    video_fold: Mapping[str, int] | None = None,
 ) -> ScoreResult:
     """Write the teacher cache of ``split`` to ``out_path`` (resuming its ``.tmp`` if present).
 
@@ -222,7 +223,7 @@ def score_teacher(
             on_start(sum(stop - start for start, stop in map(writer.block_range, pending)))
         if pending:
             scorers = list(fold_teachers) or [teacher]
-            row_fold = _row_folds(items, fold_teachers, caption_fold)
+            row_fold = _row_folds(items, fold_teachers, video_fold)
             videos = [encode_all_videos(t, frames, items.frame_rows, device, batch_size,
                                         autocast) for t in scorers]
             ids, mask = tokenizer.encode(items.texts, words)

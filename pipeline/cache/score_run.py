@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.atomic import SUMMARY_FILE, publish_dir, sha256_file, tmp_path_for, write_json_atomic
@@ -22,7 +21,6 @@ from pipeline.cache.score import (
     ScoreResult,
     cache_meta,
     score_teacher,
-    scoring_set,
     shard_files,
     teacher_test_metrics,
     write_metrics,
@@ -92,15 +90,7 @@ def load_fold_teachers(models: Sequence[str | Path], teacher: Teacher, manifest:
                                  f"{theirs!r}: train every fold like the teacher", file=path)
         teachers.append(fold_teacher)
         shas.append(sha)
-    train_folds(manifest, len(models))  # refuses fewer train videos than folds
     return teachers, shas
-
-
-def caption_folds(manifest: Manifest, caption_video_ids: Sequence[str], folds: int
-                  ) -> np.ndarray:
-    """The fold of every caption row (its video's fold)."""
-    assignment = train_folds(manifest, folds)
-    return np.array([assignment[str(v)] for v in caption_video_ids], dtype=np.int64)
 
 
 @dataclass
@@ -146,15 +136,13 @@ def run_teacher_score(
     teacher, ckpt, ckpt_sha, seed = load_teacher(model, device)
     meta = cache_meta(teacher, checkpoint_sha256=ckpt_sha, frames=frames, manifest=manifest)
     fold_teachers: list[Teacher] = []
-    row_folds = None
+    video_fold = None
     if fold_models:
         fold_teachers, fold_shas = load_fold_teachers(fold_models, teacher, manifest, split,
                                                       device)
         meta = replace(meta, cross_fit_folds=len(fold_teachers),
                        fold_checkpoints_sha256=",".join(fold_shas))
-        items = scoring_set(manifest, frames, split)
-        row_folds = caption_folds(manifest, [items.video_ids[c] for c in items.caption_video],
-                                  len(fold_teachers))
+        video_fold = train_folds(manifest, len(fold_teachers))
     tokenizer = ClipTokenizer.default()
     autocast = (lambda: autocast_context(device, amp)) if amp != "none" else None
     with output_lock(out, enabled=dist_info.is_main):
@@ -164,7 +152,7 @@ def run_teacher_score(
             block_rows=block_rows, chunk_pairs=chunk_pairs, rank=dist_info.rank,
             world=dist_info.world_size, autocast=autocast, on_mismatch="restart",
             on_start=on_start, on_progress=on_progress, fold_teachers=fold_teachers,
-            caption_fold=row_folds,
+            video_fold=video_fold,
         )
         return _finish(out, work, teacher, ckpt, ckpt_sha, result, frames, manifest, dist_info,
                        name, split, metrics_split, tokenizer, device, batch_size, autocast,
