@@ -110,3 +110,18 @@ def cleanup() -> None:
     """Destroy the process group if this process created one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (itself when not distributed).
+
+    Why: decisions taken from validation (which runs on the main rank only), such as early
+    stopping, must be the same on every rank or the others would wait in a collective forever.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if (
+        dist.get_backend() == "nccl") else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], dtype=torch.uint8, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from pipeline.errors import InputError
+from pipeline.plateau import status_from_summary
 from pipeline.train.setup import OptimConfig
 
 
@@ -55,12 +57,17 @@ def optim_from(values: Mapping[str, Any]) -> OptimConfig:
 
 
 def run_options(defaults: Any) -> Callable[[Any], Any]:
-    """Decorator adding --eval-split, --eval-batch-size, --log-every, --gradient-checkpointing
+    """Decorator adding --eval-split, --patience, --eval-batch-size, --log-every,
+    --gradient-checkpointing
     (``defaults``: the command's train config, for the default values)."""
     options = [
         click.option("--eval-split", default="val", show_default=True,
                      help="Split for per-epoch validation and best-epoch selection "
                           "('' = none)."),
+        click.option("--patience", type=int, default=defaults.patience, show_default=True,
+                     help="Early stopping: end training once this many epochs in a row bring "
+                          "no new best validation R@1 (the best epoch is kept); 0 = train "
+                          "every --epochs."),
         click.option("--eval-batch-size", type=int, default=defaults.eval_batch_size,
                      show_default=True, help="Texts/videos per batch during validation."),
         click.option("--log-every", type=int, default=defaults.log_every, show_default=True,
@@ -72,6 +79,28 @@ def run_options(defaults: Any) -> Callable[[Any], Any]:
     ]
 
     return _stack(options)
+
+
+def check_patience(values: Mapping[str, Any]) -> None:
+    """Refuse a negative --patience (0 = off) before any work starts."""
+    if values["patience"] < 0:
+        raise InputError(f"--patience must be >= 0 (0 = train every epoch), got "
+                         f"{values['patience']}")
+
+
+def echo_plateau_warning(summary: Mapping[str, Any], name: str) -> None:
+    """``Warning:`` on stderr when the run's best epoch is among its last few (pipeline.plateau):
+    the model was probably still improving, so comparisons with it are not fair yet."""
+    status = status_from_summary(summary)
+    text = status.warning(name) if status is not None else None
+    if text:
+        click.echo(f"Warning: {text}", err=True)
+
+
+def plateau_note(summary: Mapping[str, Any]) -> str:
+    """``; best epoch 28 of 40 (stopped early)`` for the CLI's closing line ('' if unknown)."""
+    status = status_from_summary(summary)
+    return f"; {status.describe()}" if status is not None else ""
 
 
 def _stack(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:

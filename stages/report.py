@@ -28,6 +28,7 @@ from pipeline.eval.report import (
     markdown_table,
     paired_differences,
     parse_spec,
+    plateau_cell,
     resolve_pairs,
     write_plot_table,
 )
@@ -100,6 +101,12 @@ def report(ctx: click.Context, specs: tuple[str, ...], out: str, plots: tuple[st
                   + "; ".join(f"{name}: {why}" for name, why in sorted(skipped.items())) + "\n")
         for name, why in sorted(skipped.items()):
             click.echo(f"Warning: {why}; {name} is shown unpaired", err=True)
+    for result in results:
+        cell, flagged = plateau_cell(result)
+        if flagged:
+            click.echo(f"Warning: {result.name}: best epoch among the last few of a run ({cell}):"
+                       " probably still improving when training stopped (marked † in the "
+                       "table)", err=True)
     write_text_atomic(out, "# Results\n\n" + table)
     click.echo(table, nl=False)
     for plot in plots:

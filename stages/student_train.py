@@ -22,7 +22,14 @@ from pipeline.train.setup import OptimConfig
 from pipeline.train.student import StudentTrainConfig
 from pipeline.train.student_run import run_student
 from stages.groups import student
-from stages.optim_options import optim_from, optim_options, run_options
+from stages.optim_options import (
+    check_patience,
+    echo_plateau_warning,
+    optim_from,
+    optim_options,
+    plateau_note,
+    run_options,
+)
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -118,6 +125,9 @@ def parse_loss_weights(text: str | None) -> tuple[float, float, float] | None:
               help="Divides the caches' frame relevance logits before the softmax of the fine "
                    "target (1 = official; < 1 sharpens a near-uniform relevance, see `teachclip "
                    "cache info`).")
+@click.option("--label-smoothing", type=float, default=_CFG.label_smoothing, show_default=True,
+              help="Label smoothing ε of the ground-truth InfoNCE (0 = official): soft targets "
+                   "without a teacher, the control for distillation as regularisation.")
 @click.option("--loss-weights", default=None,
               help="gt,coarse,fine weights (default: method §4 for the coarse method).")
 @optim_options(_OPT, afa=True)
@@ -147,8 +157,12 @@ def train(ctx: click.Context, **values: Any) -> None:
         seed=values["seed"], amp=values["amp"], workers=values["workers"],
         in_memory=values["in_memory"], eval_batch_size=values["eval_batch_size"],
         log_every=values["log_every"], gradient_checkpointing=values["gradient_checkpointing"],
-        compile=values["compile_step"],
+        compile=values["compile_step"], patience=values["patience"],
+        label_smoothing=values["label_smoothing"],
     )
+    check_patience(values)
+    if not 0.0 <= values["label_smoothing"] < 1.0:
+        raise InputError(f"--label-smoothing must be in [0, 1), got {values['label_smoothing']}")
     requested = values["device"]
     dist_info = init_distributed(device_type(requested))
     try:
@@ -168,11 +182,13 @@ def train(ctx: click.Context, **values: Any) -> None:
         role = result.summary["role"]
         resumed = (f", resumed from epoch {result.resumed_from_epoch}"
                    if result.resumed_from_epoch else "")
-        best = (f"best epoch {result.best_epoch}: {json.dumps(_short(result.best_metrics))}"
+        best = (f"validation {json.dumps(_short(result.best_metrics))}"
                 if result.best_metrics else
                 f"last epoch {result.best_epoch} kept (no validation split)")
         click.echo(f"wrote {result.out_dir} ({role}, {len(values['cache'])} teacher cache(s), "
-                   f"{result.summary['train_captions']} train captions{resumed}); {best}")
+                   f"{result.summary['train_captions']} train captions{resumed}); {best}"
+                   f"{plateau_note(result.summary)}")
+        echo_plateau_warning(result.summary, f"{role} {values['name'] or result.out_dir}")
 
 
 def _short(metrics: dict[str, float]) -> dict[str, float]:

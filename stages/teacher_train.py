@@ -21,7 +21,14 @@ from pipeline.models.teachers import TEACHERS
 from pipeline.train.teacher import TeacherTrainConfig
 from pipeline.train.teacher_run import run_cross_fitted_teacher_train, run_teacher_train
 from stages.groups import teacher
-from stages.optim_options import optim_from, optim_options, run_options
+from stages.optim_options import (
+    check_patience,
+    echo_plateau_warning,
+    optim_from,
+    optim_options,
+    plateau_note,
+    run_options,
+)
 from stages.options import (
     DEVICE_OPTION,
     amp_option,
@@ -114,8 +121,9 @@ def train(ctx: click.Context, **values: Any) -> None:
         amp=values["amp"], workers=values["workers"],
         eval_batch_size=values["eval_batch_size"], log_every=values["log_every"],
         gradient_checkpointing=values["gradient_checkpointing"],
-        folds=values["folds"], fold=values["fold"],
+        folds=values["folds"], fold=values["fold"], patience=values["patience"],
     )
+    check_patience(values)
     check_fold(config.folds, config.fold)
     check_fold(values["cross_fit"], 0)
     if values["cross_fit"] and config.folds:
@@ -150,10 +158,11 @@ def train(ctx: click.Context, **values: Any) -> None:
                    if s["resumed_from_epoch"] else "")
         best = {k: round(v, 2) for k, v in s["best_metrics"].items()
                 if k in ("R1", "R5", "R10", "MedianR", "MeanR")}
-        chosen = (f"best epoch {s['best_epoch']}: {json.dumps(best)}" if best else
+        chosen = (f"validation {json.dumps(best)}" if best else
                   f"last epoch {s['best_epoch']} kept (no validation split)")
         folds = (f" + {values['cross_fit']} fold teachers in {run.out_dir}/folds"
                  if values["cross_fit"] else "")
         click.echo(f"wrote {run.out_dir}{folds} ({config.kind}, {s['train_captions']} train "
                    f"captions, "
-                   f"{s['steps']} steps{resumed}); {chosen}")
+                   f"{s['steps']} steps{resumed}); {chosen}{plateau_note(s)}")
+        echo_plateau_warning(s, f"teacher {name}")

@@ -25,7 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import ffmpeg
-import imageio_ffmpeg
 import numpy as np
 
 from pipeline.errors import TeachclipError
@@ -62,13 +61,21 @@ def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary (imageio-ffmpeg's bundled one unless IMAGEIO_FFMPEG_EXE is set)."""
+    """Path of the ffmpeg binary (imageio-ffmpeg's bundled one unless IMAGEIO_FFMPEG_EXE is set).
+
+    Imported here, not at module level: training and evaluation never decode, and a machine
+    holding only frames.h5 (a GPU box, say) need not carry the 30-70 MB ffmpeg wheel.
+    """
+    import imageio_ffmpeg
+
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_version() -> str:
     """Version string of that binary: recorded as provenance in frames.h5."""
+    import imageio_ffmpeg
+
     return str(imageio_ffmpeg.get_ffmpeg_version())
 
 

@@ -172,16 +172,19 @@ def collect_curves(results: Sequence[ModelResult],
 
 def _mean_band(logs: Sequence[dict[str, np.ndarray]], x_key: str, y_key: str
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """x, mean, min, max of ``y_key`` over seeds at the x values every seed logged."""
-    logs = [log for log in logs if x_key in log and y_key in log]
+    """x, mean, min, max of ``y_key`` over seeds at every x some seed logged.
+
+    Seeds that stopped early (``--patience``) end at different epochs: each x is summarised over
+    the seeds that reached it, never extrapolated past a run's end.
+    """
+    logs = [log for log in logs if x_key in log and y_key in log and len(log[x_key])]
     if not logs:
         return None
-    common = sorted(set.intersection(*(set(log[x_key].tolist()) for log in logs)))
-    if not common:
-        return None
-    x = np.array(common)
-    ys = np.stack([np.interp(x, log[x_key], log[y_key]) for log in logs])
-    return x, ys.mean(0), ys.min(0), ys.max(0)
+    x = np.array(sorted(set().union(*(set(log[x_key].tolist()) for log in logs))))
+    ys = np.full((len(logs), len(x)), np.nan)
+    for i, log in enumerate(logs):
+        ys[i, np.searchsorted(x, log[x_key])] = log[y_key]
+    return x, np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
 def curves_chart(runs: Sequence[CurveRun], path: str | Path, metric: str = "R1",

@@ -14,6 +14,7 @@ model computed seed by seed (runs matched by the training seed in their provenan
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import SUMMARY_FILE
 from pipeline.errors import InputError
 from pipeline.eval.metrics_file import provenance_path, read_metrics_files
+from pipeline.plateau import PlateauStatus, status_from_summary
 
 #: (metrics key, column title, decimals, higher is better)
 COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
@@ -267,6 +270,35 @@ def _cell(values: np.ndarray, decimals: int, spread: str) -> str:
            f"{float(values.max()):.{decimals}f})"
 
 
+def training_status(run: dict[str, Any]) -> PlateauStatus | None:
+    """The plateau status recorded in the summary.json beside a run's model (None: the run was
+    imported, trained before it was recorded, or its folder is gone)."""
+    model_path = run.get("model_path")
+    if not model_path:
+        return None
+    path = Path(str(model_path)).parent / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return status_from_summary(summary) if isinstance(summary, dict) else None
+
+
+def plateau_cell(result: ModelResult) -> tuple[str, bool]:
+    """``28/40`` per run (best epoch counted from 1 / epochs run), ``†`` marking a run whose best
+    epoch is among its last few (still improving); and whether any run is so marked."""
+    parts, flagged = [], False
+    for run in result.runs:
+        status = training_status(run)
+        if status is None:
+            parts.append("–")
+            continue
+        mark = "" if status.reached else "†"
+        flagged = flagged or not status.reached
+        parts.append(f"{status.best_epoch + 1}/{status.epochs_run}{mark}")
+    return ", ".join(parts), flagged
+
+
 def summarise(result: ModelResult) -> dict[str, float]:
     """Mean (and spread statistics) of every column for the plot/TSV output."""
     out: dict[str, float] = {}
@@ -295,8 +327,13 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std",
     # R@K over fewer queries is not comparable with the full split's numbers.
     dropped = [max(int(run.get("dropped_captions", 0) or 0) for run in r.runs) for r in results]
     extra = ["dropped"] if any(dropped) else []
+    epochs = [plateau_cell(r) for r in results]
+    show_epochs = any(cell.strip("–, ") for cell, _flag in epochs)
     header = ["model", "role", "seeds", *extra] + [title for _k, title, _d, _u in COLUMNS]
     align = ["---"] * 3 + ["---:"] * (len(COLUMNS) + len(extra))
+    if show_epochs:
+        header.append("best epoch")
+        align.append("---:")
     if paired_cols:
         header += ["vs"] + [f"Δ{title}" for _k, title, _d, _u in paired_cols]
         align += ["---"] + ["---:"] * len(paired_cols)
@@ -316,6 +353,8 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std",
             if len(results) > 1 and key in best and means[key][i] == best[key]:
                 text = f"**{text}**"
             cells.append(text)
+        if show_epochs:
+            cells.append(epochs[i][0])
         if paired_cols:
             diff = paired.get(result.name)
             cells.append(diff.reference if diff else "–")
@@ -343,6 +382,12 @@ def markdown_table(results: Sequence[ModelResult], spread: str = "std",
         if by_order:
             note += (f" {', '.join(by_order)}: no training seed in the provenance, so paired "
                      "with the reference run by run in the order given.")
+    if show_epochs:
+        note += (" best epoch: the validation-selected epoch (counted from 1) / epochs trained, "
+                 "per seed.")
+        if any(flag for _cell, flag in epochs):
+            note += (" † = the best epoch is among the run's last few: it was probably still "
+                     "improving when training stopped, so its row understates the model.")
     splits = sorted({str(run.get("split", "?")) for r in results for run in r.runs})
     note += f" Split: {', '.join(splits)}."
     return "\n".join(lines) + "\n\n" + note + "\n"

@@ -40,6 +40,17 @@ FROZEN_PREFIXES: tuple[str, ...] = (
     "vision_model.pre_layrnorm.",
 )
 
+def attention_implementation() -> str:
+    """SDPA where CUDA is available, the eager (matmul) attention elsewhere; the same maths.
+
+    Why not SDPA everywhere: on the CPU its flash kernel is slow on CLIP's short sequences (17
+    image tokens at the embedded default's 32 px, 50 for ViT-B/32); a training step of the
+    default's student took 0.38 s with SDPA and 0.34 s eager on 2 cores (2026-12-04,
+    ``bench/train_step.py``'s set-up). On a GPU SDPA is faster and lighter (PR #31940).
+    """
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
 class ClipTowers(nn.Module):
     """Text and vision towers of one CLIP with the official feature conventions.
 
@@ -55,9 +66,8 @@ class ClipTowers(nn.Module):
         model: CLIPModel | None = None,
     ) -> None:
         super().__init__()
-        # SDPA: same maths as eager, faster and lighter on memory (PR #31940).
         if model is None:
-            model = CLIPModel._from_config(config, attn_implementation="sdpa")
+            model = CLIPModel._from_config(config, attn_implementation=attention_implementation())
         self.model: CLIPModel = model
         self.gradient_checkpointing = False
         self.set_gradient_checkpointing(gradient_checkpointing)
@@ -273,7 +283,8 @@ def load_clip(
         if not (path / "config.json").exists():
             raise InputError("no config.json: not a Hugging Face CLIP directory (save one with "
                              "CLIPModel.save_pretrained, or pass an OpenAI .pt file)", file=path)
-        hf = CLIPModel.from_pretrained(path, local_files_only=True, attn_implementation="sdpa")
+        hf = CLIPModel.from_pretrained(path, local_files_only=True,
+                                       attn_implementation=attention_implementation())
         # transformers 5 loads in the stored dtype ("auto"); keep fp32 master weights (autocast
         # handles mixed precision), as 4.x did by default.
         hf = hf.float()

@@ -70,7 +70,7 @@ def fit_retrieval(
     loop = LoopConfig(
         epochs=optim.epochs, seed=config.seed, grad_clip=optim.grad_clip, amp=config.amp,
         log_every=config.log_every, select_metric=config.select_metric,
-        fingerprint=resume_fingerprint(config, inputs),
+        patience=config.patience, fingerprint=resume_fingerprint(config, inputs),
     )
     result = run_training(
         model=spec.step_model, optimizer=optimizer, scheduler=scheduler, step_fn=spec.step_fn,

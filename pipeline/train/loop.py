@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_output
-from pipeline.distributed import DistInfo, barrier
+from pipeline.distributed import DistInfo, barrier, broadcast_flag
 from pipeline.errors import InputError, TeachclipError
+from pipeline.plateau import should_stop
 from pipeline.precision import autocast_context
 
 STATE_FILE = "state.pt"
@@ -43,6 +44,9 @@ class LoopConfig:
     amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 adds a GradScaler)
     log_every: int = 10
     select_metric: str = "R1"
+    #: Early stopping: end the run once ``patience`` epochs in a row bring no new best
+    #: validation score (0 = train every epoch). See :mod:`pipeline.plateau`.
+    patience: int = 0
     fingerprint: dict[str, Any] = field(default_factory=dict)  # run identity for safe resume
 
 
@@ -55,6 +59,8 @@ class TrainResult:
     val_history: list[dict[str, float]]
     steps: int
     resumed_from_epoch: int
+    epochs_run: int = 0
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +189,7 @@ class _Progress:
     best_epoch: int = -1
     best_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
 
 
 @dataclass
@@ -236,15 +243,20 @@ def run_training(
             ddp_kwargs["device_ids"] = [device.index]
         run.step_model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     for epoch in range(progress.epoch, config.epochs):
+        if progress.stopped_early:
+            break  # a resumed run that had already stopped early is finished
         progress.step = _train_epoch(run, epoch, progress.step, batches_for_epoch(epoch),
                                      step_fn, after_step, batch_size_of, on_progress)
         _select_epoch(run, progress, epoch, evaluate, save_best)
         progress.epoch = epoch + 1
+        progress.stopped_early = broadcast_flag(
+            evaluate is not None and dist_info.is_main
+            and should_stop(epoch, progress.best_epoch, config.patience))
         if dist_info.is_main:
             _save_state(run, progress)
         barrier()
     return TrainResult(progress.best_epoch, progress.best_metrics, progress.history,
-                       progress.step, resumed_from)
+                       progress.step, resumed_from, progress.epoch, progress.stopped_early)
 
 
 def _restore(run: _Run) -> _Progress:
@@ -265,7 +277,8 @@ def _restore(run: _Run) -> _Progress:
     run.scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"])
     progress = _Progress(state["epoch"], state["step"], state["best_metric"],
-                         state["best_epoch"], state["best_metrics"], state["history"])
+                         state["best_epoch"], state["best_metrics"], state["history"],
+                         bool(state.get("stopped_early", False)))
     if run.dist_info.is_main:
         _truncate_tsv(run.work_dir / TRAIN_LOG, lambda row: int(row["step"]) <= progress.step)
         _truncate_tsv(run.work_dir / VAL_LOG, lambda row: int(row["epoch"]) < progress.epoch)
@@ -379,5 +392,6 @@ def _save_state(run: _Run, progress: _Progress) -> None:
             "best_epoch": progress.best_epoch,
             "best_metrics": progress.best_metrics,
             "history": progress.history,
+            "stopped_early": progress.stopped_early,
             "config": asdict(run.config),
         }, tmp)

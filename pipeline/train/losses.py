@@ -65,16 +65,26 @@ def _pearson_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (xc * yc).sum(dim=1) / (xc.norm(dim=1) * yc.norm(dim=1) + PEARSON_EPS)
 
 
-def symmetric_infonce(logits: torch.Tensor) -> torch.Tensor:
+def symmetric_infonce(logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """L_gt: mean of the text→video and video→text cross entropies with diagonal positives.
 
     Also the loss the teachers are trained with (they are CLIP4Clip-style dual encoders too).
+    ``label_smoothing`` ε puts 1 − ε + ε/B on the positive and ε/B on every other item (as
+    ``torch.nn.functional.cross_entropy``); 0 is the official loss, computed as before.
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}")
     with torch.autocast(device_type=logits.device.type, enabled=False):
         _check_square("logits", logits)
         s = _prep(logits)
-        t2v = -torch.diagonal(F.log_softmax(s, dim=1)).mean()
-        v2t = -torch.diagonal(F.log_softmax(s, dim=0)).mean()
+        t2v_log = F.log_softmax(s, dim=1)
+        v2t_log = F.log_softmax(s, dim=0)
+        t2v = -torch.diagonal(t2v_log).mean()
+        v2t = -torch.diagonal(v2t_log).mean()
+        if label_smoothing:
+            eps = label_smoothing
+            t2v = (1 - eps) * t2v - eps * t2v_log.mean(dim=1).mean()
+            v2t = (1 - eps) * v2t - eps * v2t_log.mean(dim=0).mean()
         return 0.5 * (t2v + v2t)
 
 
@@ -164,6 +174,7 @@ def teachclip_loss(
     fine: str = "ce",
     beta: float = 1.0,
     weights: tuple[float, float, float] | None = None,
+    label_smoothing: float = 0.0,
 ) -> LossParts:
     """The full TeachCLIP objective for one (global) batch.
 
@@ -174,7 +185,8 @@ def teachclip_loss(
     are averaged, never the matrices. With no teacher this is the plain CLIP4Clip baseline:
     ``total = gt`` and coarse/fine are 0 (the official code would divide by zero). ``weights``
     overrides the method's (gt, coarse, fine) weighting, which otherwise depends on the coarse
-    method (:func:`default_weights`).
+    method (:func:`default_weights`). ``label_smoothing`` smooths L_gt only (the
+    no-teacher control of ``student train --label-smoothing``).
     """
     if coarse not in COARSE_METHODS:
         raise ValueError(f"unknown coarse method {coarse!r}; expected one of {COARSE_METHODS}")
@@ -182,7 +194,7 @@ def teachclip_loss(
         raise ValueError(f"unknown fine method {fine!r}; expected one of {FINE_METHODS}")
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    gt = symmetric_infonce(_prep(student_logits) / beta)
+    gt = symmetric_infonce(_prep(student_logits) / beta, label_smoothing)
     zero = gt.new_zeros(())
     if not teachers:
         return LossParts(gt=gt, coarse=zero, fine=zero, total=gt)

@@ -47,6 +47,9 @@ class StudentTrainConfig:
     #: temperature 1, which is nearly uniform over frames, so < 1 sharpens it without rescoring.
     relevance_temperature: float = 1.0
     loss_weights: tuple[float, float, float] | None = None
+    #: Label smoothing of the ground-truth InfoNCE (0 = official). The control that tells
+    #: distillation from generic regularisation: soft targets without a teacher.
+    label_smoothing: float = 0.0
     seed: int = 42
     amp: str = "none"
     workers: int = 0
@@ -54,6 +57,9 @@ class StudentTrainConfig:
     eval_batch_size: int = 64
     log_every: int = 10
     select_metric: str = "R1"
+    #: Early stopping (pipeline.plateau): stop once this many epochs in a row bring no new best
+    #: validation R@1; 0 = train all ``optim.epochs`` (the best epoch is kept either way).
+    patience: int = 0
     gradient_checkpointing: bool = False
     #: ``torch.compile`` the training forward (``StudentStep``); pays off on GPUs after a
     #: compile of tens of seconds, so it stays off by default (and on the CPU, and in tests).
@@ -115,7 +121,7 @@ def student_loss_step(
             teachers.append(TeacherTargets(target["logits"], relevance))
     parts = teachclip_loss(
         logits, weights, teachers, coarse=config.coarse, fine=config.fine, beta=config.beta,
-        weights=config.loss_weights,
+        weights=config.loss_weights, label_smoothing=config.label_smoothing,
     )
     return {"total": parts.total, "gt": parts.gt.detach(), "coarse": parts.coarse.detach(),
             "fine": parts.fine.detach(),

@@ -25,6 +25,7 @@ from pipeline.data.selection import select_split
 from pipeline.distributed import DistInfo, barrier
 from pipeline.errors import InputError
 from pipeline.locks import output_lock
+from pipeline.plateau import status_of
 from pipeline.train.publish import publish_trained
 from pipeline.train.setup import jsonable
 from pipeline.train.student import StudentTrainConfig, train_student
@@ -141,6 +142,8 @@ def _publish(out: Path, work: Path, student: Any, result: Any, summary: dict[str
         "best_metrics": result.best_metrics,
         "val_history": result.val_history,
         "steps": result.steps,
+        **status_of(result.best_epoch, result.epochs_run, result.stopped_early,
+                    config.patience, result.val_history, config.select_metric).as_summary(),
         "world_size": dist_info.world_size,
         "teachers": provenance,
         "frames_digest": str(frames.digest),

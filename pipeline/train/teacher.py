@@ -47,6 +47,9 @@ class TeacherTrainConfig:
     eval_batch_size: int = 64
     log_every: int = 10
     select_metric: str = "R1"
+    #: Early stopping (pipeline.plateau): stop once this many epochs in a row bring no new best
+    #: validation R@1; 0 = train all ``optim.epochs`` (the best epoch is kept either way).
+    patience: int = 0
     gradient_checkpointing: bool = False
     #: Cross-fitting (:mod:`pipeline.data.folds`): ``folds`` = K >= 2 trains fold teacher
     #: ``fold`` on the train videos outside fold ``fold``; 0 = the ordinary teacher.

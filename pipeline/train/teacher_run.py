@@ -23,6 +23,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.distributed import DistInfo, barrier
 from pipeline.locks import output_lock
 from pipeline.models.checkpoint import MODEL_FILE
+from pipeline.plateau import status_of
 from pipeline.train.publish import publish_trained
 from pipeline.train.setup import jsonable
 from pipeline.train.teacher import TeacherTrainConfig, train_teacher
@@ -84,6 +85,8 @@ def _publish(out: Path, work: Path, teacher: Any, result: Any, info: dict[str, A
         "best_metrics": result.best_metrics,
         "val_history": result.val_history,
         "steps": result.steps,
+        **status_of(result.best_epoch, result.epochs_run, result.stopped_early,
+                    config.patience, result.val_history, config.select_metric).as_summary(),
         "resumed_from_epoch": result.resumed_from_epoch,
         "world_size": dist_info.world_size,
         "frames_digest": str(frames.digest),
