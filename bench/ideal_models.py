@@ -12,7 +12,7 @@ frame, ~1 frame per second of segment); a caption is the vectors of the segments
 
 It prints test-split R@1 of both for the old default (every caption names every segment), the
 embedded default of params.yaml and variants, at three perception levels. The models learn far
-less than this (see the README's design history), but the ordering explains it: on the old
+less than this (see docs/benchmark.md), but the ordering explains it: on the old
 default pooling wins; once captions name part of their video, only text conditioning keeps up.
 
     python bench/ideal_models.py

@@ -1,7 +1,7 @@
 """One lock per output: a second run on the same output stops at once instead of sharing its tmp.
 
 Why a lock of our own: HDF5's file lock is switched off on many shared file systems
-(``HDF5_USE_FILE_LOCKING=FALSE``, which the README recommends there), covers only HDF5 files (not
+(``HDF5_USE_FILE_LOCKING=FALSE``, docs/checks.md recommends it there), covers only HDF5 files (not
 training work directories), and when it does trip, its error looks exactly like a damaged file,
 so a writer that "restarts unreadable tmp files" would delete a colleague's live work. The lock
 here is an ``flock`` on ``<out>.tmp.lock`` (via :mod:`filelock`), independent of HDF5's setting,

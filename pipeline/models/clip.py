@@ -40,14 +40,20 @@ FROZEN_PREFIXES: tuple[str, ...] = (
     "vision_model.pre_layrnorm.",
 )
 
-def attention_implementation() -> str:
+def attention_implementation(requested: str | None = None) -> str:
     """SDPA where CUDA is available, the eager (matmul) attention elsewhere; the same maths.
+
+    ``requested`` ("sdpa" / "eager") overrides the choice (``bench/attention.py`` times both).
 
     Why not SDPA everywhere: on the CPU its flash kernel is slow on CLIP's short sequences (17
     image tokens at the embedded default's 32 px, 50 for ViT-B/32); a training step of the
     default's student took 0.38 s with SDPA and 0.34 s eager on 2 cores (2026-12-04,
     ``bench/train_step.py``'s set-up). On a GPU SDPA is faster and lighter (PR #31940).
     """
+    if requested is not None:
+        if requested not in ("sdpa", "eager"):
+            raise ValueError(f"attention must be 'sdpa' or 'eager', got {requested!r}")
+        return requested
     return "sdpa" if torch.cuda.is_available() else "eager"
 
 
@@ -64,10 +70,12 @@ class ClipTowers(nn.Module):
         *,
         gradient_checkpointing: bool = False,
         model: CLIPModel | None = None,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         if model is None:
-            model = CLIPModel._from_config(config, attn_implementation=attention_implementation())
+            model = CLIPModel._from_config(config,
+                                           attn_implementation=attention_implementation(attention))
         self.model: CLIPModel = model
         self.gradient_checkpointing = False
         self.set_gradient_checkpointing(gradient_checkpointing)
@@ -262,6 +270,7 @@ def load_clip(
     *,
     gradient_checkpointing: bool = False,
     seed: int | None = None,
+    attention: str | None = None,
 ) -> ClipTowers:
     """Build CLIP towers from ``source``.
 
@@ -276,7 +285,8 @@ def load_clip(
         if seed is not None:
             torch.manual_seed(seed)
         return ClipTowers(
-            tiny_clip_config(**_parse_tiny(text)), gradient_checkpointing=gradient_checkpointing
+            tiny_clip_config(**_parse_tiny(text)), gradient_checkpointing=gradient_checkpointing,
+            attention=attention,
         )
     path = Path(text)
     if path.is_dir():
@@ -284,14 +294,15 @@ def load_clip(
             raise InputError("no config.json: not a Hugging Face CLIP directory (save one with "
                              "CLIPModel.save_pretrained, or pass an OpenAI .pt file)", file=path)
         hf = CLIPModel.from_pretrained(path, local_files_only=True,
-                                       attn_implementation=attention_implementation())
+                                       attn_implementation=attention_implementation(attention))
         # transformers 5 loads in the stored dtype ("auto"); keep fp32 master weights (autocast
         # handles mixed precision), as 4.x did by default.
         hf = hf.float()
         return ClipTowers(hf.config, model=hf, gradient_checkpointing=gradient_checkpointing)
     if path.is_file():
         config, hf_sd = openai_state_dict_to_hf(load_openai_state_dict(path))
-        towers = ClipTowers(config, gradient_checkpointing=gradient_checkpointing)
+        towers = ClipTowers(config, gradient_checkpointing=gradient_checkpointing,
+                            attention=attention)
         load_hf_state_dict(towers.model, hf_sd, source=str(path))
         return towers
     raise InputError("CLIP weights not found: pass 'tiny', a Hugging Face CLIP directory or an "
