@@ -78,6 +78,28 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def only_models(spec: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The spec restricted to ``names`` (baselines/students), their teachers, the reference and
+    the sweep rows that remain; an unknown name is an error."""
+    models = {**(spec.get("baselines") or {}), **(spec.get("students") or {})}
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise SystemExit(f"Error: --only {','.join(unknown)}: not in the spec (known: "
+                         f"{', '.join(models)})")
+    keep = set(names) | {spec["reference"]}
+    out = dict(spec)
+    out["baselines"] = {n: e for n, e in (spec.get("baselines") or {}).items() if n in keep}
+    out["students"] = {n: e for n, e in (spec.get("students") or {}).items() if n in keep}
+    needed = {t for e in out["students"].values() for t in (e or {}).get("teachers") or []}
+    out["teachers"] = {n: e for n, e in (spec.get("teachers") or {}).items() if n in needed}
+    out["sweeps"] = {k: [r for r in rows if r in keep]
+                     for k, rows in (spec.get("sweeps") or {}).items()}
+    out["sweeps"] = {k: rows for k, rows in out["sweeps"].items() if rows}
+    if out.get("control") not in out["sweeps"]:
+        out.pop("control", None)
+    return out
+
+
 def merged_params(base: Mapping[str, Any], spec: Mapping[str, Any], root: Path,
                   data_seed: int | None) -> dict[str, Any]:
     """params.yaml with the spec's models; for another draw, data.synth.seed and its paths."""
@@ -147,6 +169,46 @@ def training_jobs(params_file: Path, spec: Mapping[str, Any], seeds: Sequence[in
                                 [*base, "evaluate", "--model", str(out), "--name", label,
                                  "--out", str(metrics)], metrics, [f"{seed}/train/{name}"]))
     return jobs
+
+
+def reuse_default_runs(base: Mapping[str, Any], spec: Mapping[str, Any], root: Path,
+                       seeds: Sequence[int]) -> list[str]:
+    """Link the `dvc repro` outputs of models the spec defines exactly as params.yaml does.
+
+    Why: the default pipeline has already trained its teacher, baselines and student with the
+    params' seed on the same draw; training them again would cost a quarter of the CPU run.
+    Only an identical entry with the same seed is reused; returns the names linked.
+    """
+    paths = {"teachers": "data/teachers", "students": "data/students",
+             "metrics": "data/metrics", **(base.get("paths") or {})}
+    seed = (base.get("student", {}).get("train", {}) or {}).get("seed")
+    teacher_seed = (base.get("teacher", {}).get("train", {}) or {}).get("seed")
+    if seed not in seeds or seed != teacher_seed:
+        return []
+    run = root / f"seed{seed}"
+    linked = []
+    links: list[tuple[Path, Path]] = []
+    for name, entry in (spec.get("teachers") or {}).items():
+        if (base.get("teachers") or {}).get(name) == entry:
+            for part in ("model", "cache"):
+                links.append((REPO / paths["teachers"] / name / part,
+                              run / "teachers" / name / part))
+            linked.append(name)
+    for table in ("baselines", "students"):
+        for name, entry in (spec.get(table) or {}).items():
+            if (base.get(table) or {}).get(name) == entry:
+                links.append((REPO / paths["students"] / name, run / "students" / name))
+                for suffix in (".json", ".provenance.json"):
+                    links.append((REPO / paths["metrics"] / f"{name}{suffix}",
+                                  run / "metrics" / f"{name}{suffix}"))
+                linked.append(name)
+    if not all(source.exists() for source, _ in links):
+        return []  # the default has not run (or not fully): train everything here
+    for source, target in links:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(source.resolve())
+    return linked
 
 
 def run_jobs(jobs: Sequence[Job], n_jobs: int, threads: int, log_dir: Path) -> list[str]:
@@ -288,9 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run [default: cores / jobs]")
     parser.add_argument("--stage", choices=("all", "prepare", "train", "report"), default="all")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated model names of the spec to run (their teachers "
+                             "follow), e.g. the rows a CPU budget allows")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="train the default's own models again instead of linking the "
+                             "`dvc repro` outputs of identical entries")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     spec = load_spec(args.spec)
+    if args.only:
+        spec = only_models(spec, [n.strip() for n in args.only.split(",") if n.strip()])
     root = args.root or REPO / "data" / "ablations" / (
         args.spec.stem + (f"_draw{args.data_seed}" if args.data_seed is not None else ""))
     root = root.resolve()
@@ -313,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 job.deps.append("clip")
             train.insert(0, clip)
         jobs += train
+    if args.data_seed is None and not args.no_reuse:
+        reused = reuse_default_runs(base, spec, root, seeds)
+        if reused:
+            print(f"reusing the default pipeline's seed runs of {', '.join(reused)}")
     failed = run_jobs(jobs, args.jobs, threads, root / "logs") if jobs else []
     if failed:
         print(f"Error: {len(failed)} run(s) did not finish: {', '.join(failed[:8])}; rerun the "

@@ -97,3 +97,37 @@ def test_a_failed_job_blocks_only_its_dependents(tmp_path: Path) -> None:
     failed = bench.run_jobs(jobs, 2, 1, tmp_path / "logs")
     assert failed == ["bad", "after_bad", "then"]
     assert ok.exists() and not (tmp_path / "x").exists()
+
+
+def test_only_keeps_the_named_rows_their_teachers_and_the_reference() -> None:
+    spec = bench.load_spec(REPO / "bench" / "ablations.yaml")
+    small = bench.only_models(spec, ["xclip_ts2net", "twin_ls01"])
+    assert set(small["students"]) == {"xclip_ts2net"}
+    assert set(small["baselines"]) == {"twin_ls01", "baseline_seqTransf_AFA"}
+    assert set(small["teachers"]) == {"xclip", "ts2net"}
+    assert small["sweeps"] == {"label_smoothing": ["twin_ls01"]}
+    assert small["control"] == "label_smoothing"
+    with pytest.raises(SystemExit, match="--only nope"):
+        bench.only_models(spec, ["nope"])
+
+
+def test_reuse_links_only_identical_entries_of_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "REPO", tmp_path)
+    base = {"paths": {"teachers": "t", "students": "s", "metrics": "m"},
+            "teacher": {"train": {"seed": 42}}, "student": {"train": {"seed": 42}},
+            "teachers": {"xclip": {"kind": "xclip"}},
+            "baselines": {"twin": {"aggregation": "afa"}},
+            "students": {"xclip": {"teachers": ["xclip"], "beta": 2.0}}}
+    for path in ("t/xclip/model/model.pt", "t/xclip/cache/metrics.json", "s/twin/model.pt",
+                 "m/twin.json", "m/twin.provenance.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    spec = {"teachers": {"xclip": {"kind": "xclip"}}, "baselines": {"twin": {"aggregation": "afa"}},
+            "students": {"xclip": {"teachers": ["xclip"]}}}  # beta differs: not the same run
+    root = tmp_path / "root"
+    assert bench.reuse_default_runs(base, spec, root, [42, 1]) == ["xclip", "twin"]
+    assert (root / "seed42/teachers/xclip/model/model.pt").exists()
+    assert (root / "seed42/metrics/twin.json").is_symlink()
+    assert not (root / "seed42/students/xclip").exists()
+    assert bench.reuse_default_runs(base, spec, tmp_path / "r2", [1, 2]) == []  # no seed 42
