@@ -190,3 +190,22 @@ def test_freeze_and_gradient_checkpointing() -> None:
             assert param.grad is None, name
         elif name.startswith(("text_model.encoder.layers.0.", "vision_model.encoder.layers.0.")):
             assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_attention_kernel_follows_the_device_and_can_be_chosen() -> None:
+    from pipeline.models.clip import attention_implementation  # noqa: PLC0415
+
+    assert attention_implementation() == ("sdpa" if torch.cuda.is_available() else "eager")
+    assert attention_implementation("sdpa") == "sdpa"
+    with pytest.raises(ValueError, match="'sdpa' or 'eager'"):
+        attention_implementation("flash")
+    eager, sdpa = (load_clip("tiny", seed=0, attention=a) for a in ("eager", "sdpa"))
+    assert eager.model.config._attn_implementation == "eager"
+    assert sdpa.model.config._attn_implementation == "sdpa"
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[49406, 320, 1125, 49407] + [0] * 4] * 2)
+    with torch.no_grad():  # the same maths: eager and SDPA agree to float32 rounding
+        torch.testing.assert_close(eager.encode_frames(pixels.unsqueeze(1)),
+                                   sdpa.encode_frames(pixels.unsqueeze(1)), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(eager.encode_text(ids)[0], sdpa.encode_text(ids)[0],
+                                   rtol=1e-5, atol=1e-5)
