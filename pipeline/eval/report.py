@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class ModelResult:
     name: str
     runs: list[dict[str, Any]]
     sources: list[Path]
+    #: (best-epoch cell, any run still rising), filled once by :func:`plateau_cell`.
+    plateau: tuple[str, bool] | None = field(default=None, repr=False, compare=False)
 
     @property
     def role(self) -> str:
@@ -286,7 +288,16 @@ def training_status(run: dict[str, Any]) -> PlateauStatus | None:
 
 def plateau_cell(result: ModelResult) -> tuple[str, bool]:
     """``28/40`` per run (best epoch counted from 1 / epochs run), ``†`` marking a run whose best
-    epoch is among its last few (still improving); and whether any run is so marked."""
+    epoch is among its last few (still improving); and whether any run is so marked.
+
+    Computed once per result (the table and the CLI's warnings both ask; each run's
+    summary.json is read once)."""
+    if result.plateau is None:
+        result.plateau = _plateau_cell(result)
+    return result.plateau
+
+
+def _plateau_cell(result: ModelResult) -> tuple[str, bool]:
     parts, flagged = [], False
     for run in result.runs:
         status = training_status(run)
